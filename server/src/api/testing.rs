@@ -1,0 +1,279 @@
+//! Test-only helpers: a `Backend` that replays scripted `GenEvent`s, and request helpers
+//! that drive the real `router(...)` in-process with `tower::ServiceExt::oneshot`.
+//!
+//! This scripted backend exists only for these unit tests of the HTTP layer. The real
+//! model and engine are exercised end to end, over real sockets, in `tests/tests/api.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::Router;
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{router, AppState};
+use crate::backend::{
+    Backend, BackendError, FinishReason, GenEvent, GenerateRequest, Generation, ModelCard, Prompt,
+    Usage,
+};
+
+pub(crate) const TEST_MODEL: &str = "test-model";
+pub(crate) const TEST_BODY_LIMIT: usize = 1 << 20;
+
+/// What every `generate` call of the scripted backend does.
+#[derive(Clone, Debug)]
+pub(crate) enum Script {
+    /// Replay these events, then end the stream.
+    Events(Vec<Result<GenEvent, BackendError>>),
+    /// Replay these events, then stay pending until the stream is dropped.
+    Hang(Vec<Result<GenEvent, BackendError>>),
+    /// `Delta("echo:")`, `Delta(<prompt text>)`, `Finished(Stop)` with the prompt's
+    /// length in bytes as `prompt_tokens` and 2 completion tokens.
+    Echo,
+    /// Refuse admission.
+    Refuse(BackendError),
+}
+
+/// `"Hello", ", world"`, then `stop` with 3 prompt and 2 completion tokens.
+pub(crate) fn hello_world() -> Vec<Result<GenEvent, BackendError>> {
+    vec![
+        Ok(GenEvent::Delta("Hello".into())),
+        Ok(GenEvent::Delta(", world".into())),
+        Ok(GenEvent::Finished {
+            reason: FinishReason::Stop,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+            },
+        }),
+    ]
+}
+
+pub(crate) struct ScriptedBackend {
+    script: Mutex<Script>,
+    requests: Mutex<Vec<GenerateRequest>>,
+    ready: AtomicBool,
+    /// Event streams handed out and not yet dropped.
+    live_streams: Arc<AtomicUsize>,
+}
+
+/// Counts a stream as live until it is dropped.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(counter)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ScriptedBackend {
+    pub(crate) fn new(script: Script) -> Self {
+        ScriptedBackend {
+            script: Mutex::new(script),
+            requests: Mutex::new(Vec::new()),
+            ready: AtomicBool::new(true),
+            live_streams: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Every request `generate` received, in order.
+    pub(crate) fn requests(&self) -> Vec<GenerateRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub(crate) fn live_streams(&self) -> usize {
+        self.live_streams.load(Ordering::SeqCst)
+    }
+}
+
+impl Backend for ScriptedBackend {
+    fn models(&self) -> Vec<ModelCard> {
+        vec![ModelCard {
+            id: TEST_MODEL.into(),
+            owned_by: "inferd".into(),
+            created: 1_700_000_000,
+            max_model_len: 2048,
+        }]
+    }
+
+    fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<Generation, BackendError>> {
+        let script = self.script.lock().unwrap().clone();
+        self.requests.lock().unwrap().push(request.clone());
+        let guard = LiveGuard::new(self.live_streams.clone());
+        Box::pin(async move {
+            let (events, hang) = match script {
+                Script::Refuse(error) => return Err(error),
+                Script::Events(events) => (events, false),
+                Script::Hang(events) => (events, true),
+                Script::Echo => (echo(&request.prompt), false),
+            };
+            let tail = if hang {
+                stream::pending().boxed()
+            } else {
+                stream::empty().boxed()
+            };
+            let events = stream::iter(events).chain(tail).map(move |event| {
+                let _alive = &guard;
+                event
+            });
+            Ok(Generation {
+                prompt_tokens: 3,
+                events: Box::pin(events),
+            })
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+fn echo(prompt: &Prompt) -> Vec<Result<GenEvent, BackendError>> {
+    let text = match prompt {
+        Prompt::Text(text) => text.clone(),
+        Prompt::Tokens(ids) => format!("{ids:?}"),
+        Prompt::Chat(messages) => messages
+            .iter()
+            .map(|m| format!("{}={}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("|"),
+    };
+    vec![
+        Ok(GenEvent::Delta("echo:".into())),
+        Ok(GenEvent::Delta(text.clone())),
+        Ok(GenEvent::Finished {
+            reason: FinishReason::Stop,
+            usage: Usage {
+                prompt_tokens: text.len(),
+                completion_tokens: 2,
+            },
+        }),
+    ]
+}
+
+/// A router over one scripted backend serving `test-model`.
+pub(crate) struct TestServer {
+    pub backend: Arc<ScriptedBackend>,
+    state: AppState,
+}
+
+impl TestServer {
+    pub(crate) fn new() -> Self {
+        Self::with_script(Script::Events(hello_world()))
+    }
+
+    pub(crate) fn with_script(script: Script) -> Self {
+        let backend = Arc::new(ScriptedBackend::new(script));
+        let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+        backends.insert(TEST_MODEL.into(), backend.clone());
+        TestServer {
+            backend,
+            state: AppState::new(backends),
+        }
+    }
+
+    /// Shares the `draining` flag and backends with every router of this server.
+    pub(crate) fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    pub(crate) fn router(&self) -> Router {
+        router(self.state(), TEST_BODY_LIMIT)
+    }
+}
+
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    /// The body as JSON, `Null` when it is not JSON (e.g. SSE).
+    pub json: Value,
+}
+
+pub(crate) async fn send(router: &Router, request: Request) -> Reply {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes: Bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+pub(crate) fn json_request(path: &str, body: &Value) -> Request {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+pub(crate) async fn post_json(router: &Router, path: &str, body: Value) -> Reply {
+    send(router, json_request(path, &body)).await
+}
+
+pub(crate) async fn post_raw(
+    router: &Router,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Reply {
+    let mut builder = Request::builder().method(Method::POST).uri(path);
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    send(router, builder.body(Body::from(body.to_owned())).unwrap()).await
+}
+
+/// The `data:` payloads of an SSE body, in order; checks the blank-line framing.
+pub(crate) fn sse_data(body: &str) -> Vec<String> {
+    assert!(
+        body.ends_with("\n\n"),
+        "SSE body must end with a blank line: {body:?}"
+    );
+    body.split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| {
+            let data = event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {event:?}"));
+            assert!(!data.contains('\n'), "one data line per event: {event:?}");
+            data.to_owned()
+        })
+        .collect()
+}
+
+/// The JSON chunks of an SSE body, asserting it ends with `data: [DONE]`.
+pub(crate) fn sse_chunks(body: &str) -> Vec<Value> {
+    let mut data = sse_data(body);
+    assert_eq!(data.pop().as_deref(), Some("[DONE]"), "{body}");
+    data.iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}

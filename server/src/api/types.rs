@@ -1,0 +1,246 @@
+//! OpenAI wire types. They never leave `api/`: the handlers map them to `backend` types.
+//!
+//! Requests ignore unknown fields (clients send extras) but declare every known field we
+//! do not implement, so validation can reject it instead of silently ignoring it.
+//! Fields whose JSON type varies (`content`, `stop`, `prompt`, …) are kept as
+//! `serde_json::Value` and checked by hand, to give messages that name the exact field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value};
+
+use crate::backend::Usage;
+
+/// The author of a chat message.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One message of a chat request. `name` and `tool_call_id` are accepted and ignored.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatMessageIn {
+    pub role: Role,
+    /// A string, null (absent) or an array of content parts.
+    #[serde(default)]
+    pub content: Value,
+    pub tool_calls: Option<Value>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    pub include_usage: Option<bool>,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessageIn>,
+    pub max_tokens: Option<i64>,
+    /// Takes precedence over `max_tokens`.
+    pub max_completion_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub seed: Option<Number>,
+    pub stop: Option<Value>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub ignore_eos: Option<bool>,
+    pub n: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub user: Option<String>,
+    // Known, not implemented yet: rejected when used.
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub functions: Option<Value>,
+    pub function_call: Option<Value>,
+    pub response_format: Option<Value>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<Value>,
+    pub logit_bias: Option<Value>,
+}
+
+/// `POST /v1/completions`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    /// A string, an array of strings, an array of token ids, or an array of arrays of ids.
+    pub prompt: Value,
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub seed: Option<Number>,
+    pub stop: Option<Value>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub ignore_eos: Option<bool>,
+    pub n: Option<i64>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub user: Option<String>,
+    // Known, not implemented yet: rejected when used.
+    pub echo: Option<bool>,
+    pub suffix: Option<String>,
+    pub best_of: Option<i64>,
+    pub logprobs: Option<Value>,
+    pub logit_bias: Option<Value>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Responses.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct UsageOut {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl From<Usage> for UsageOut {
+    fn from(usage: Usage) -> Self {
+        UsageOut {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+        }
+    }
+}
+
+/// Always `null`: logprobs are not implemented (and requests for them are rejected).
+pub type NoLogprobs = Option<()>;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: UsageOut,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub logprobs: NoLogprobs,
+    pub finish_reason: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+/// One SSE chunk of a chat stream. `usage` is absent unless the client asked for
+/// `stream_options.include_usage`; then it is `null` on every chunk but the last.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatChunk<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<ChatChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<UsageOut>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChatChunkChoice<'a> {
+    pub index: usize,
+    pub delta: ChatDelta<'a>,
+    pub logprobs: NoLogprobs,
+    pub finish_reason: Option<&'static str>,
+}
+
+/// `{"role":"assistant","content":""}`, `{"content":…}` or `{}`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChatDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TextCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<TextChoice>,
+    pub usage: UsageOut,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TextChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: NoLogprobs,
+    pub finish_reason: &'static str,
+}
+
+/// One SSE chunk of a completions stream (same `usage` rule as [`ChatChunk`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct TextChunk<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<TextChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<UsageOut>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TextChunkChoice<'a> {
+    pub index: usize,
+    pub text: &'a str,
+    pub logprobs: NoLogprobs,
+    pub finish_reason: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelObject>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelObject {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: String,
+    pub max_model_len: usize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+}

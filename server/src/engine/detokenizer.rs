@@ -1,0 +1,432 @@
+//! Incremental detokenization and stop-string matching.
+//!
+//! [`IncrementalDetokenizer`] turns sampled token ids into text without ever emitting half a
+//! UTF-8 character; [`StopMatcher`] finds stop strings across token boundaries and holds back
+//! text that might still become one, so a stop string is never emitted.
+
+use std::sync::Arc;
+
+/// A tokenizer failure while decoding.
+#[derive(Debug, thiserror::Error)]
+pub enum DetokenizeError {
+    /// `tokenizers` could not decode the ids.
+    #[error("detokenization failed: {0}")]
+    Decode(#[source] tokenizers::Error),
+}
+
+/// Pending tokens after which text still ending in U+FFFD is released anyway (all but the
+/// last 3 tokens): a UTF-8 character has at most 4 bytes, so older U+FFFD come from invalid
+/// bytes or are literal, and waiting longer would only grow the decode window.
+const MAX_PENDING_TOKENS: usize = 8;
+
+/// Turns a stream of token ids into a stream of text, one sequence at a time.
+///
+/// The "prefix offset / read offset" algorithm (vLLM, TGI): each step decodes
+/// `ids[prefix..]` and `ids[prefix..read]` and emits the difference once it does not end in
+/// U+FFFD (the mark of an incomplete UTF-8 sequence from byte-level BPE or byte fallback).
+/// Decoding a few earlier tokens as context keeps decoders that strip or join across tokens
+/// (leading spaces, byte merges) right. Only the tokens since the last emission (plus that
+/// emission's tokens) are kept and decoded, so each step costs O(1) in the output length.
+pub struct IncrementalDetokenizer {
+    tokenizer: Arc<tokenizers::Tokenizer>,
+    skip_special_tokens: bool,
+    /// The decode window: `ids[..read]` were emitted, `ids[read..]` are pending.
+    ids: Vec<u32>,
+    read: usize,
+}
+
+impl IncrementalDetokenizer {
+    /// A detokenizer for one sequence; `skip_special_tokens` drops special tokens' text.
+    pub fn new(tokenizer: Arc<tokenizers::Tokenizer>, skip_special_tokens: bool) -> Self {
+        Self {
+            tokenizer,
+            skip_special_tokens,
+            ids: Vec::new(),
+            read: 0,
+        }
+    }
+
+    /// Adds one token and returns the text that became final (possibly empty). Never
+    /// returns an incomplete character. On error the token is not consumed.
+    pub fn push(&mut self, token: u32) -> Result<String, DetokenizeError> {
+        self.ids.push(token);
+        match self.step(false) {
+            Ok(text) => Ok(text),
+            Err(e) => {
+                self.ids.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns whatever is still held back at the end of the sequence. A trailing
+    /// incomplete character is not dropped: it comes out as U+FFFD, exactly as a full
+    /// `decode` of all the ids would show it, so the concatenation of every `push` and
+    /// `finish` equals that full decode (for decoders that work token by token).
+    pub fn finish(&mut self) -> Result<String, DetokenizeError> {
+        let text = self.step(true)?;
+        self.ids.clear();
+        self.read = 0;
+        Ok(text)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, DetokenizeError> {
+        if ids.is_empty() {
+            return Ok(String::new());
+        }
+        self.tokenizer
+            .decode(ids, self.skip_special_tokens)
+            .map_err(DetokenizeError::Decode)
+    }
+
+    fn step(&mut self, finish: bool) -> Result<String, DetokenizeError> {
+        if self.read == self.ids.len() {
+            return Ok(String::new());
+        }
+        let prefix = self.decode(&self.ids[..self.read])?;
+        let mut end = self.ids.len();
+        let mut full = self.decode(&self.ids)?;
+        if !finish && (full.len() <= prefix.len() || full.ends_with('\u{FFFD}')) {
+            if end - self.read < MAX_PENDING_TOKENS {
+                return Ok(String::new());
+            }
+            // Invalid bytes or a literal U+FFFD: release all but the last 3 tokens, the
+            // most that can still hold the start of a character (at least 1 byte each).
+            end -= 3;
+            full = self.decode(&self.ids[..end])?;
+        }
+        let new = match full.strip_prefix(prefix.as_str()) {
+            Some(new) => new.to_owned(),
+            // A decoder rewrote earlier text: emit what follows the common prefix.
+            None => full[common_prefix_len(&prefix, &full)..].to_owned(),
+        };
+        // The tokens just emitted become the next step's context; older ones are dropped.
+        self.ids.drain(..self.read);
+        self.read = end - self.read;
+        Ok(new)
+    }
+}
+
+/// Byte length of the longest common prefix of `a` and `b` that ends on a char boundary.
+fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|&((_, ca), cb)| ca != cb)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+/// What [`StopMatcher::push`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// No stop string yet; the text is safe to emit (possibly empty).
+    Continue(String),
+    /// A stop string was found; the text is what precedes it and is the last to emit. The
+    /// stop string and everything after it are dropped.
+    Stopped(String),
+}
+
+/// Finds stop strings in streamed text, across chunk boundaries, and never emits them.
+///
+/// Each stop string runs a streaming KMP matcher over the bytes, so a push costs
+/// O(len(text) * number of stops) plus the held-back text, however long the generation.
+/// Held-back text is the longest suffix that is a prefix of some stop string.
+#[derive(Debug)]
+pub struct StopMatcher {
+    stops: Vec<Stop>,
+    /// Text not yet emitted because it may be the start of a stop string.
+    held: String,
+    stopped: bool,
+}
+
+#[derive(Debug)]
+struct Stop {
+    pattern: Vec<u8>,
+    /// KMP failure function: longest proper border of `pattern[..=i]`.
+    fail: Vec<usize>,
+    /// Bytes of `pattern` matched by the end of the text seen so far.
+    state: usize,
+}
+
+impl Stop {
+    fn new(pattern: Vec<u8>) -> Self {
+        let mut fail = vec![0; pattern.len()];
+        let mut k = 0;
+        for i in 1..pattern.len() {
+            while k > 0 && pattern[i] != pattern[k] {
+                k = fail[k - 1];
+            }
+            if pattern[i] == pattern[k] {
+                k += 1;
+            }
+            fail[i] = k;
+        }
+        Self {
+            pattern,
+            fail,
+            state: 0,
+        }
+    }
+
+    /// Feeds one byte; true when a full match ends with it.
+    fn feed(&mut self, b: u8) -> bool {
+        let mut k = self.state;
+        if k == self.pattern.len() {
+            k = self.fail[k - 1];
+        }
+        while k > 0 && self.pattern[k] != b {
+            k = self.fail[k - 1];
+        }
+        if self.pattern[k] == b {
+            k += 1;
+        }
+        self.state = k;
+        k == self.pattern.len()
+    }
+}
+
+impl StopMatcher {
+    /// A matcher for `stops`; empty strings are ignored.
+    pub fn new(stops: Vec<String>) -> Self {
+        let stops = stops
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| Stop::new(s.into_bytes()))
+            .collect();
+        Self {
+            stops,
+            held: String::new(),
+            stopped: false,
+        }
+    }
+
+    /// Adds newly decoded text. After `Stopped`, every later push returns `Stopped("")`.
+    pub fn push(&mut self, text: &str) -> StopOutcome {
+        if self.stopped {
+            return StopOutcome::Stopped(String::new());
+        }
+        let base = self.held.len();
+        // Earliest start among the matches completed by this text (first match per stop).
+        let mut earliest: Option<usize> = None;
+        for stop in &mut self.stops {
+            for (i, &b) in text.as_bytes().iter().enumerate() {
+                if stop.feed(b) {
+                    let start = (base + i + 1).saturating_sub(stop.pattern.len());
+                    earliest = Some(earliest.map_or(start, |e| e.min(start)));
+                    break;
+                }
+            }
+        }
+        self.held.push_str(text);
+        if let Some(start) = earliest {
+            self.stopped = true;
+            let mut before = std::mem::take(&mut self.held);
+            before.truncate(floor_char_boundary(&before, start));
+            return StopOutcome::Stopped(before);
+        }
+        // Every stop's state is the length of a suffix that is a prefix of it.
+        let hold = self.stops.iter().map(|s| s.state).max().unwrap_or(0);
+        let cut = floor_char_boundary(&self.held, self.held.len().saturating_sub(hold));
+        let rest = self.held.split_off(cut);
+        StopOutcome::Continue(std::mem::replace(&mut self.held, rest))
+    }
+
+    /// Releases the held-back text when the generation ends for another reason.
+    pub fn finish(&mut self) -> String {
+        for stop in &mut self.stops {
+            stop.state = 0;
+        }
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// The largest char boundary of `s` that is `<= i`.
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenizers::models::bpe::{Vocab, BPE};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, Tokenizer};
+
+    /// Byte-level BPE: the 256 byte symbols, a few merges and a special `<eos>`.
+    fn tokenizer() -> Arc<Tokenizer> {
+        let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+        alphabet.sort_unstable();
+        let mut vocab: Vocab = (0..)
+            .zip(&alphabet)
+            .map(|(i, c)| (c.to_string(), i))
+            .collect();
+        let merges: Vec<(String, String)> = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w")]
+            .iter()
+            .map(|&(a, b)| (a.to_owned(), b.to_owned()))
+            .collect();
+        for (a, b) in &merges {
+            vocab.insert(format!("{a}{b}"), vocab.len() as u32);
+        }
+        let mut tok = Tokenizer::new(BPE::new(vocab, merges));
+        tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        tok.with_decoder(Some(ByteLevel::default()));
+        assert_eq!(
+            tok.add_special_tokens([AddedToken::from("<eos>", true)])
+                .unwrap(),
+            1
+        );
+        Arc::new(tok)
+    }
+
+    fn encode(tok: &Tokenizer, text: &str) -> Vec<u32> {
+        tok.encode(text, false).unwrap().get_ids().to_vec()
+    }
+
+    /// Pushes every id; returns the pushes' outputs and `finish`'s.
+    fn stream(tok: &Arc<Tokenizer>, ids: &[u32], skip: bool) -> (Vec<String>, String) {
+        let mut d = IncrementalDetokenizer::new(tok.clone(), skip);
+        let pushed = ids.iter().map(|&id| d.push(id).unwrap()).collect();
+        assert!(d.ids.len() <= 2 * MAX_PENDING_TOKENS, "window not bounded");
+        (pushed, d.finish().unwrap())
+    }
+
+    #[test]
+    fn multibyte_chars_are_emitted_whole() {
+        let tok = tokenizer();
+        let eos = tok.token_to_id("<eos>").unwrap();
+        let text = "hello world: caf\u{e9} 5\u{20ac} \u{1f980}\u{1f980}! \u{4e2d}\u{6587}";
+        let mut ids = encode(&tok, text);
+        ids.insert(3, eos);
+        assert!(
+            ids.len() > text.chars().count(),
+            "multi-token chars expected"
+        );
+        for skip in [true, false] {
+            let (pushed, rest) = stream(&tok, &ids, skip);
+            assert!(pushed.iter().all(|p| !p.contains('\u{FFFD}')), "{pushed:?}");
+            let all = pushed.concat() + &rest;
+            assert_eq!(all, tok.decode(&ids, skip).unwrap());
+            assert_eq!(all.replace("<eos>", ""), text);
+        }
+    }
+
+    #[test]
+    fn emoji_over_four_tokens_comes_out_once_on_its_last_byte() {
+        let tok = tokenizer();
+        let ids = encode(&tok, "a\u{1f980}b");
+        assert_eq!(ids.len(), 6);
+        let (pushed, rest) = stream(&tok, &ids, true);
+        assert_eq!(pushed, ["a", "", "", "", "\u{1f980}", "b"]);
+        assert_eq!(rest, "");
+    }
+
+    #[test]
+    fn truncated_and_invalid_bytes() {
+        let tok = tokenizer();
+        let crab = encode(&tok, "\u{1f980}");
+        // A sequence cut inside a character: finish shows it as the full decode does.
+        let (pushed, rest) = stream(&tok, &crab[..2], true);
+        assert_eq!(
+            (pushed.concat(), rest.as_str()),
+            (String::new(), "\u{FFFD}")
+        );
+        // Invalid bytes (0xFF) are released after MAX_PENDING_TOKENS; a character that
+        // follows them is still emitted whole.
+        let ff = tok.token_to_id("\u{ff}").unwrap(); // byte-level symbol of byte 0xFF
+        let mut ids = vec![ff; 10];
+        ids.extend(&crab);
+        let (pushed, rest) = stream(&tok, &ids, true);
+        assert!(!pushed[..MAX_PENDING_TOKENS].concat().is_empty());
+        assert_eq!(pushed.concat() + &rest, tok.decode(&ids, true).unwrap());
+        assert!(pushed.concat().ends_with('\u{1f980}'));
+    }
+
+    fn push_all(m: &mut StopMatcher, parts: &[&str]) -> Vec<StopOutcome> {
+        parts.iter().map(|p| m.push(p)).collect()
+    }
+
+    use StopOutcome::{Continue as C, Stopped as S};
+
+    #[test]
+    fn stop_across_pushes_is_never_emitted() {
+        let mut m = StopMatcher::new(vec!["###".into()]);
+        let out = push_all(&mut m, &["Hi #", "#", "# there"]);
+        assert_eq!(out, [C("Hi ".into()), C("".into()), S("".into())]);
+        assert_eq!(m.push("more"), S("".into()));
+        assert_eq!(m.finish(), "");
+    }
+
+    #[test]
+    fn diverging_partial_match_is_released() {
+        let mut m = StopMatcher::new(vec!["###".into(), String::new()]);
+        let out = push_all(&mut m, &["x#", "#", "a", "#"]);
+        assert_eq!(
+            out,
+            [C("x".into()), C("".into()), C("##a".into()), C("".into())]
+        );
+        assert_eq!(m.finish(), "#");
+    }
+
+    #[test]
+    fn earliest_stop_wins_and_overlaps() {
+        let mut m = StopMatcher::new(vec!["world".into(), "lo w".into()]);
+        assert_eq!(m.push("hello world"), S("hel".into()));
+        // "ab" is a prefix of "abc": "ab" completes first and stops.
+        let mut m = StopMatcher::new(vec!["abc".into(), "ab".into()]);
+        assert_eq!(
+            push_all(&mut m, &["xa", "bc"]),
+            [C("x".into()), S("".into())]
+        );
+        // A longer stop that started earlier but is not complete does not win.
+        let mut m = StopMatcher::new(vec!["abcd".into(), "bc".into()]);
+        let out = push_all(&mut m, &["zab", "c", "d"]);
+        assert_eq!(out, [C("z".into()), S("a".into()), S("".into())]);
+        // Both complete in the same push: the earlier start wins.
+        let mut m = StopMatcher::new(vec!["bc".into(), "abcd".into()]);
+        assert_eq!(m.push("zabcd"), S("z".into()));
+        // Self-overlapping stop: "aab" inside "aaab".
+        let mut m = StopMatcher::new(vec!["aab".into()]);
+        let out = push_all(&mut m, &["a", "a", "a", "b!"]);
+        assert_eq!(
+            out,
+            [C("".into()), C("".into()), C("a".into()), S("".into())]
+        );
+    }
+
+    #[test]
+    fn stop_at_start_and_multibyte() {
+        let mut m = StopMatcher::new(vec!["<|end|>".into()]);
+        assert_eq!(m.push("<|end|>tail"), S("".into()));
+        let mut m = StopMatcher::new(vec!["\u{1f980}x".into()]);
+        let out = push_all(&mut m, &["caf\u{e9}\u{1f980}", "y\u{1f980}", "x"]);
+        let want = [C("caf\u{e9}".into()), C("\u{1f980}y".into()), S("".into())];
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn finish_releases_held_text() {
+        let mut m = StopMatcher::new(vec!["STOP".into()]);
+        assert_eq!(m.push("the end ST"), C("the end ".into()));
+        assert_eq!(m.finish(), "ST");
+        let mut none = StopMatcher::new(Vec::new());
+        assert_eq!(none.push("abc"), C("abc".into()));
+    }
+
+    #[test]
+    fn long_generation_holds_little() {
+        let mut m = StopMatcher::new(vec!["abcabd".into()]);
+        let mut out = String::new();
+        for _ in 0..10_000 {
+            match m.push("abcab") {
+                C(t) => out.push_str(&t),
+                S(_) => panic!("no stop expected"),
+            }
+            assert!(m.held.len() < 6);
+        }
+        out.push_str(&m.finish());
+        assert_eq!(out.len(), 50_000);
+    }
+}

@@ -1,0 +1,119 @@
+//! The engine: one dedicated OS thread owns the model, the paged KV cache and the scheduler
+//! outright (no locks around them). Requests arrive on a bounded channel; each carries its
+//! own bounded sender for `TokenEvent`s. A dropped receiver is seen at the next step and the
+//! sequence's blocks are freed.
+
+mod core;
+pub mod detokenizer;
+pub mod kv;
+pub mod sampler;
+pub mod scheduler;
+pub mod types;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use crate::model::{CausalLm, KvCache};
+pub use types::{FinishReason, GenerationRequest, SamplingParams, TokenEvent, Usage};
+
+/// Limits the engine runs under (resolved from `models.toml` and the model itself).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub max_model_len: usize,
+    /// Requests admitted but not yet running; beyond it `submit` reports `Overloaded`.
+    pub max_waiting: usize,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the waiting queue is full ({0} requests)")]
+    Overloaded(usize),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Live counters the engine thread publishes (read by `/ready` and, later, `/metrics`).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub running: AtomicUsize,
+    pub waiting: AtomicUsize,
+    /// KV cache usage in parts per million.
+    pub kv_usage_ppm: AtomicUsize,
+    pub steps: AtomicUsize,
+    pub alive: AtomicBool,
+}
+
+/// Cheap to clone; the engine thread stops when every handle is dropped.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: SyncSender<GenerationRequest>,
+    pending: Arc<AtomicUsize>,
+    config: Arc<EngineConfig>,
+    stats: Arc<EngineStats>,
+}
+
+impl EngineHandle {
+    /// Hands a request to the engine without blocking.
+    pub fn submit(&self, request: GenerationRequest) -> Result<(), SubmitError> {
+        if !self.stats.alive.load(Ordering::Acquire) {
+            return Err(SubmitError::Stopped);
+        }
+        let max = self.config.max_waiting;
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= max {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::Overloaded(max));
+        }
+        match self.tx.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => Err(SubmitError::Overloaded(max)),
+                    TrySendError::Disconnected(_) => Err(SubmitError::Stopped),
+                }
+            }
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.stats.alive.load(Ordering::Acquire)
+    }
+}
+
+/// Starts the engine thread.
+pub fn spawn(
+    model: Box<dyn CausalLm>,
+    cache: KvCache,
+    config: EngineConfig,
+) -> std::io::Result<EngineHandle> {
+    let (tx, rx) = sync_channel(config.max_waiting.max(1));
+    let pending = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(EngineStats::default());
+    stats.alive.store(true, Ordering::Release);
+    let config = Arc::new(config);
+    let core = core::EngineCore::new(model, cache, (*config).clone(), rx, pending.clone(), stats.clone());
+    std::thread::Builder::new()
+        .name("inferd-engine".into())
+        .spawn(move || core.run())?;
+    Ok(EngineHandle {
+        tx,
+        pending,
+        config,
+        stats,
+    })
+}

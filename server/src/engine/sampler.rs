@@ -1,0 +1,463 @@
+//! Per-sequence token sampling: penalties, temperature, top-k, top-p, min-p and a seeded draw.
+//! Runs once per token per sequence on the engine thread, so nothing sorts the vocabulary or
+//! allocates per call: greedy and temperature (+ min-p) are vectorized passes and a chunked
+//! draw; top-k and top-p select (`select_nth_unstable`) only among plausible candidates.
+
+use std::collections::{HashMap, HashSet};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::types::SamplingParams;
+
+/// Elements per partial sum: the temperature-only draw scans the sums, then one chunk.
+const CHUNK: usize = 64;
+
+/// Sampling state of one sequence: its seeded RNG, its parameters and the tokens seen so far.
+#[derive(Debug)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+    /// Generated token -> count; only with presence/frequency penalties.
+    counts: Option<HashMap<u32, u32>>,
+    /// Prompt + generated tokens; only with a repetition penalty.
+    seen: Option<HashSet<u32>>,
+    /// Scratch reused by every call: chunk sums, `(weight, id)` candidates, sort keys.
+    sums: Vec<f32>,
+    cands: Vec<(f32, u32)>,
+    keys: Vec<u64>,
+}
+
+impl Sampler {
+    /// Creates the sampler of one sequence. The RNG is seeded with `params.seed`, or with
+    /// `fallback_seed` when the request gave none.
+    pub fn new(params: &SamplingParams, prompt_tokens: &[u32], fallback_seed: u64) -> Sampler {
+        let (p, rp) = (params, params.repetition_penalty);
+        let penalize = p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+        let repeat = rp > 0.0 && rp.is_finite() && rp != 1.0;
+        Sampler {
+            params: p.clone(),
+            rng: StdRng::seed_from_u64(p.seed.unwrap_or(fallback_seed)),
+            counts: penalize.then(HashMap::new),
+            seen: repeat.then(|| prompt_tokens.iter().copied().collect()),
+            sums: Vec::new(),
+            cands: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Picks the next token from `logits` (one row, indexed by token id) and records it in
+    /// the penalty state. `logits` is scratch space: its contents are unspecified afterwards.
+    /// NaN logits count as `-inf`. Without a softmax (no finite logit, or a `+inf` one) it
+    /// takes the argmax; an empty row yields 0.
+    pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        if logits.is_empty() {
+            return 0;
+        }
+        self.apply_penalties(logits);
+        let token = self.choose(logits);
+        if let Some(counts) = &mut self.counts {
+            *counts.entry(token).or_default() += 1;
+        }
+        if let Some(seen) = &mut self.seen {
+            seen.insert(token);
+        }
+        token
+    }
+
+    /// Repetition penalty (HF/CTRL) first, then presence/frequency (OpenAI), as vLLM does.
+    fn apply_penalties(&self, logits: &mut [f32]) {
+        let (p, rp) = (&self.params, self.params.repetition_penalty);
+        for &t in self.seen.iter().flatten() {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 { *l / rp } else { *l * rp };
+            }
+        }
+        for (&t, &c) in self.counts.iter().flatten() {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l -= p.presence_penalty + p.frequency_penalty * c as f32;
+            }
+        }
+    }
+
+    fn choose(&mut self, logits: &mut [f32]) -> u32 {
+        let p = &self.params;
+        let inv_t = 1.0 / p.temperature;
+        let top_k = p.top_k.filter(|&k| k > 0 && k < logits.len());
+        let max = max_finite(logits);
+        if !(inv_t > 0.0 && inv_t.is_finite() && max.is_finite()) || top_k == Some(1) {
+            return first_max(logits, max);
+        }
+        let top_p = (p.top_p < 1.0).then_some(p.top_p.max(0.0));
+        // Clamped so that the max token (weight 1) always survives.
+        let min_p = if p.min_p > 0.0 { p.min_p.min(1.0) } else { 0.0 };
+        let total = match top_k {
+            None if top_p.is_none() => return self.draw_full(logits, [max, inv_t, min_p]),
+            Some(k) => self.top_k(logits, k, max, inv_t),
+            None => {
+                let total = exp_row(logits, [max, inv_t, 0.0], &mut self.sums);
+                // Tokens below `floor` weigh less than `(1 - top_p) * total` together, so the
+                // ones at or above it hold the nucleus; a 256x higher cut often does too.
+                let rest = f64::from(1.0 - top_p.unwrap_or(1.0)) * total;
+                let floor = ((rest / logits.len() as f64) as f32).max(f32::MIN_POSITIVE);
+                for cut in [floor * 256.0, floor] {
+                    self.cands.clear();
+                    gather_at_least(logits, cut, &mut self.cands);
+                    if self.cands.iter().map(|c| f64::from(c.0)).sum::<f64>() >= total - rest {
+                        break;
+                    }
+                }
+                total
+            }
+        };
+        if let Some(tp) = top_p {
+            nucleus(&mut self.cands, &mut self.keys, f64::from(tp) * total);
+        }
+        if min_p > 0.0 {
+            self.cands.retain(|c| c.0 >= min_p);
+        }
+        draw(&self.cands, &mut self.rng)
+    }
+
+    /// Temperature (+ min-p) over the whole row, which gets the weights.
+    fn draw_full(&mut self, logits: &mut [f32], max_invt_minp: [f32; 3]) -> u32 {
+        // The max token weighs 1, so zeroing weights `< min_p` is `prob < min_p * max_prob`.
+        let total = exp_row(logits, max_invt_minp, &mut self.sums);
+        let r = self.rng.random::<f64>() * total;
+        let Some(c) = locate(self.sums.iter().copied(), r) else {
+            return first_max(logits, 1.0); // rounding ran past the end
+        };
+        let before: f64 = self.sums[..c].iter().map(|&s| f64::from(s)).sum();
+        let chunk = logits[c * CHUNK..].iter().take(CHUNK).copied();
+        let i = locate(chunk, r - before).unwrap_or(0);
+        (c * CHUNK + i) as u32
+    }
+
+    /// Fills `cands` with the top `k` tokens (ties to the lowest ids, never NaN) weighted
+    /// `exp((logit - max) * inv_t)`, and returns their total weight.
+    fn top_k(&mut self, logits: &[f32], k: usize, max: f32, inv_t: f32) -> f64 {
+        let Sampler { keys, cands, .. } = self;
+        // The k-th largest of a strided sample (>= k values) bounds the k-th largest from
+        // below, so only the values at or above it are ranked.
+        let stride = (logits.len() / (16 * k).max(4096)).max(1);
+        keys.clear();
+        keys.extend(logits.iter().step_by(stride).map(|&l| desc_key(l, 0)));
+        let bound = key_value(*keys.select_nth_unstable(k - 1).1);
+        cands.clear();
+        gather_at_least(logits, bound, cands);
+        keys.clear();
+        keys.extend(cands.iter().map(|c| desc_key(c.0, c.1)));
+        let k = k.min(keys.len()); // fewer only through NaNs
+        if k > 0 {
+            keys.select_nth_unstable(k - 1);
+        }
+        let weight = |key: u64| exp_nonpos((key_value(key) - max) * inv_t);
+        cands.clear();
+        cands.extend(keys[..k].iter().map(|&key| (weight(key), key as u32)));
+        cands.iter().map(|c| f64::from(c.0)).sum()
+    }
+}
+
+/// Appends `(value, index)` for every value `>= cut` (never NaN), in index order, skipping
+/// blocks whose (vectorized) maximum is below `cut`.
+fn gather_at_least(values: &[f32], cut: f32, out: &mut Vec<(f32, u32)>) {
+    for (bi, block) in values.chunks(CHUNK).enumerate() {
+        if max_finite(block) >= cut {
+            let hits = block.iter().enumerate().filter(|&(_, &v)| v >= cut);
+            out.extend(hits.map(|(i, &v)| (v, (bi * CHUNK + i) as u32)));
+        }
+    }
+}
+
+/// Index of the first `max` (the maximum of `values`), found block by block; 0 if absent.
+fn first_max(values: &[f32], max: f32) -> u32 {
+    let mut blocks = values.chunks(256);
+    let b = blocks.position(|b| max_finite(b) == max).unwrap_or(0);
+    let i = values[b * 256..].iter().position(|&v| v == max);
+    (b * 256 + i.unwrap_or(0)) as u32
+}
+
+/// Folds with 8 independent lanes so that the loop vectorizes.
+#[inline(always)]
+fn fold8(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
+        }
+    }
+    acc.iter().fold(rest, |a, &v| f(a, v))
+}
+
+/// Largest non-NaN value (`-inf` when there is none).
+fn max_finite(values: &[f32]) -> f32 {
+    fold8(values, f32::NEG_INFINITY, |m, v| if v > m { v } else { m })
+}
+
+/// Overwrites `row` with `exp((v - max) * inv_t)`, zeroing results below `min_p`; pushes the
+/// sum of every `CHUNK` into `sums` (cleared first) and returns the total. Uses AVX2 where
+/// the CPU has it: the same IEEE operations (no FMA contraction), so the same results.
+fn exp_row(row: &mut [f32], max_invt_minp: [f32; 3], sums: &mut Vec<f32>) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { exp_row_avx2(row, max_invt_minp, sums) };
+    }
+    exp_row_portable(row, max_invt_minp, sums)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exp_row_avx2(row: &mut [f32], args: [f32; 3], sums: &mut Vec<f32>) -> f64 {
+    exp_row_portable(row, args, sums)
+}
+
+#[inline(always)]
+fn exp_row_portable(row: &mut [f32], [max, inv_t, min_p]: [f32; 3], sums: &mut Vec<f32>) -> f64 {
+    sums.clear();
+    for chunk in row.chunks_mut(CHUNK) {
+        for v in chunk.iter_mut() {
+            let e = exp_nonpos((*v - max) * inv_t);
+            *v = if e < min_p { 0.0 } else { e };
+        }
+        sums.push(fold8(chunk, 0.0, |a, v| a + v));
+    }
+    sums.iter().map(|&s| f64::from(s)).sum()
+}
+
+/// Keeps the nucleus: the shortest prefix, in (weight desc, id asc) order, whose weight
+/// reaches `need` (at least one token). Sorts integer keys of the candidates only.
+fn nucleus(cands: &mut Vec<(f32, u32)>, keys: &mut Vec<u64>, mut need: f64) {
+    keys.clear();
+    keys.extend(cands.iter().map(|c| desc_key(c.0, c.1)));
+    keys.sort_unstable();
+    let end = keys.iter().position(|&k| {
+        need -= f64::from(key_value(k));
+        need <= 0.0
+    });
+    cands.clear();
+    let kept = &keys[..end.map_or(keys.len(), |i| i + 1)];
+    cands.extend(kept.iter().map(|&k| (key_value(k), k as u32)));
+}
+
+/// Sort key: ascending keys rank higher values first, then lower ids. NaN ranks as `-inf`.
+fn desc_key(v: f32, id: u32) -> u64 {
+    let b = if v.is_nan() { f32::NEG_INFINITY } else { v }.to_bits();
+    let asc = if b >> 31 == 1 { !b } else { b | 1 << 31 }; // unsigned order = float order
+    (u64::from(!asc) << 32) | u64::from(id)
+}
+
+/// The value a `desc_key` was made from.
+fn key_value(key: u64) -> f32 {
+    let a = !(key >> 32) as u32;
+    f32::from_bits(if a >> 31 == 1 { a ^ 1 << 31 } else { !a })
+}
+
+/// Draws one candidate with probability proportional to its weight (all `>= 0`).
+fn draw(cands: &[(f32, u32)], rng: &mut StdRng) -> u32 {
+    let total: f64 = cands.iter().map(|c| f64::from(c.0)).sum();
+    let hit = locate(cands.iter().map(|c| c.0), rng.random::<f64>() * total);
+    // Rounding can run past the end: the last candidate with a weight then.
+    let hit = hit.or_else(|| cands.iter().rposition(|c| c.0 > 0.0));
+    hit.map_or(0, |i| cands[i].1)
+}
+
+/// Index of the weight at which the running sum first exceeds `r` (zero weights never).
+fn locate(weights: impl Iterator<Item = f32>, mut r: f64) -> Option<usize> {
+    let mut weights = weights;
+    weights.position(|w| {
+        r -= f64::from(w);
+        r < 0.0 && w > 0.0
+    })
+}
+
+/// `e^x` for `x <= 0` (Cephes polynomial, ~1 ulp); exactly 1 at 0 and exactly 0 below -87
+/// or for NaN. Branch-free so the callers' loops vectorize.
+#[inline(always)]
+fn exp_nonpos(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let keep = 0u32.wrapping_sub(u32::from(x >= -87.0)); // all ones, or 0 (also for NaN)
+    let x = x.clamp(-87.0, 0.0);
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let (n, ni) = (t - MAGIC, t.to_bits() as i32 - MAGIC.to_bits() as i32);
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r;
+    let p = ((p + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
+    f32::from_bits(((p * r * r + r + 1.0) * scale).to_bits() & keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seeded params at temperature `t`, adjusted by `f`.
+    fn sp(t: f32, f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
+        let mut p = SamplingParams::default();
+        (p.temperature, p.seed) = (t, Some(7));
+        f(&mut p);
+        p
+    }
+
+    fn run(p: &SamplingParams, logits: &[f32], n: usize) -> Vec<u32> {
+        let mut s = Sampler::new(p, &[], 0);
+        (0..n).map(|_| s.sample(&mut logits.to_vec())).collect()
+    }
+
+    /// `n` logits uniform in [-6, 6).
+    fn row(n: usize, salt: u64) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(salt);
+        (0..n).map(|_| rng.random::<f32>() * 12.0 - 6.0).collect()
+    }
+
+    #[test]
+    fn greedy_and_one_token_truncations_pick_the_argmax() {
+        assert_eq!(run(&sp(0.0, |_| ()), &[0.1, 3.0, -1.0, 2.9], 3), [1; 3]);
+        assert_eq!(run(&sp(0.0, |_| ()), &[1.0, 5.0, 5.0], 1), [1]); // ties: lowest id
+        let cases = [
+            sp(0.0, |_| ()),
+            sp(1.0, |p| p.top_k = Some(1)),
+            sp(1.0, |p| p.top_p = 1e-6),
+            sp(1.0, |p| p.min_p = 1.0),
+            sp(1.0, |p| (p.top_k, p.top_p) = (Some(40), 1e-6)),
+        ];
+        for salt in 0..20 {
+            let mut logits = row(5000, salt);
+            logits[4321] = 7.0;
+            cases
+                .iter()
+                .for_each(|p| assert_eq!(run(p, &logits, 9), [4321; 9], "{p:?}"));
+        }
+    }
+
+    #[test]
+    fn same_seed_same_draws_different_seed_differs() {
+        let logits = row(1000, 1);
+        let a = run(&sp(1.5, |_| ()), &logits, 100);
+        assert_eq!(a, run(&sp(1.5, |_| ()), &logits, 100));
+        assert_ne!(a, run(&sp(1.5, |p| p.seed = Some(8)), &logits, 100));
+        let mut s = Sampler::new(&sp(1.5, |p| p.seed = None), &[], 7); // fallback seed 7
+        let b: Vec<u32> = (0..100).map(|_| s.sample(&mut logits.clone())).collect();
+        assert_eq!(a, b);
+    }
+
+    /// Chi-square of 20k draws against softmax(`want` / t); 3 degrees of freedom, so
+    /// P(chi2 > 30) ~ 1e-6. `-inf` in `want` marks tokens that must never be drawn.
+    fn assert_matches(p: &SamplingParams, logits: &[f32], want: &[f32]) {
+        let e: Vec<f64> = want
+            .iter()
+            .map(|&l| f64::from(l / p.temperature).exp())
+            .collect();
+        let mut hist = [0.0; 4];
+        run(p, logits, 20_000)
+            .iter()
+            .for_each(|&t| hist[t as usize] += 1.0);
+        let expect = |w: f64| (w / e.iter().sum::<f64>() * 2e4).max(1e-9);
+        let chi2: f64 = hist
+            .iter()
+            .zip(&e)
+            .map(|(h, &w)| (h - expect(w)).powi(2) / expect(w))
+            .sum();
+        assert!(chi2 < 30.0, "chi2 {chi2}: {hist:?} vs {want:?}");
+    }
+
+    #[test]
+    fn frequencies_match_softmax() {
+        let logits = [1.0, 2.0, 0.5, 1.5];
+        for t in [0.7, 1.0, 2.0] {
+            assert_matches(&sp(t, |_| ()), &logits, &logits);
+        }
+        // Each of these keeps tokens 1 and 3 only (min-p 0.5: e^-0.5 stays, e^-1 goes).
+        let two = [f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY, 1.5];
+        assert_matches(&sp(1.0, |p| p.top_k = Some(2)), &logits, &two);
+        assert_matches(&sp(1.0, |p| p.top_p = 0.6), &logits, &two);
+        assert_matches(&sp(1.0, |p| p.min_p = 0.5), &logits, &two);
+        assert_matches(
+            &sp(1.0, |p| (p.top_k, p.top_p) = (Some(3), 0.6)),
+            &logits,
+            &two,
+        );
+    }
+
+    #[test]
+    fn penalties() {
+        // Presence 1.0: once token 0 was generated, token 1 wins, and so on.
+        let p = sp(0.0, |p| p.presence_penalty = 1.0);
+        assert_eq!(run(&p, &[2.0, 1.5, 0.0], 3), [0, 1, 0]);
+        // Frequency 1.0: a margin of 2.5 is overcome after 3 generations of token 0.
+        let p = sp(0.0, |p| p.frequency_penalty = 1.0);
+        assert_eq!(run(&p, &[2.5, 0.0, -10.0], 5), [0, 0, 0, 1, 0]);
+        // Prompt tokens do not count for presence/frequency.
+        let mut s = Sampler::new(&sp(0.0, |p| p.presence_penalty = 5.0), &[0], 0);
+        assert_eq!(s.sample(&mut [2.0, 1.0]), 0);
+        // Repetition 2.0 over prompt + generated tokens: positive / 2, negative * 2.
+        let p = sp(0.0, |p| p.repetition_penalty = 2.0);
+        let mut logits = [4.0, 3.0, -1.0, -1.5];
+        Sampler::new(&p, &[0, 2, 99], 0).apply_penalties(&mut logits);
+        assert_eq!(logits, [2.0, 3.0, -2.0, -1.5]);
+        let mut s = Sampler::new(&p, &[0, 2], 0);
+        assert_eq!(s.sample(&mut [4.0, 3.0, -1.0]), 1);
+        assert_eq!(s.sample(&mut [4.0, 3.0, -1.0]), 0); // token 1 is seen now
+    }
+
+    #[test]
+    fn non_finite_logits_do_not_panic() {
+        let (nan, inf, ninf) = (f32::NAN, f32::INFINITY, f32::NEG_INFINITY);
+        let ps = [
+            sp(0.0, |_| ()),
+            sp(1.0, |p| p.repetition_penalty = 1.3),
+            sp(1.0, |p| (p.top_k, p.top_p, p.min_p) = (Some(2), 0.9, 0.1)),
+            sp(1.0, |p| (p.top_p, p.min_p) = (0.9, 0.1)),
+        ];
+        for p in &ps {
+            for row in [[nan, 1.0, nan, 0.5], [ninf, 0.0, ninf, 0.0]] {
+                assert!(run(p, &row, 50).iter().all(|&t| t == 1 || t == 3));
+            }
+            assert_eq!(run(p, &[0.0, inf, 1.0, inf], 5), [1; 5]);
+            assert!(run(p, &[nan; 4], 5).iter().all(|&t| t < 4));
+            assert_eq!(Sampler::new(p, &[], 0).sample(&mut []), 0);
+        }
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        assert_eq!([0.0, -100.0, f32::NAN].map(exp_nonpos), [1.0, 0.0, 0.0]);
+        for x in (0..=87_000).map(|i| -(i as f32) / 1000.0) {
+            let (got, want) = (exp_nonpos(x), x.exp());
+            assert!((got - want).abs() <= want * 4e-7, "{x}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    #[ignore = "micro-benchmark: cargo test --release -- --ignored --nocapture"]
+    fn bench_sample_49152() {
+        // "flat": uniform in [-6, 6); "peaked": the same / 2 plus 20 spikes at +12.
+        let flat = row(49_152, 3);
+        let mut peaked: Vec<f32> = flat.iter().map(|l| l / 2.0).collect();
+        (0..20).for_each(|i| peaked[i * 2011] += 12.0);
+        let cases = [
+            ("greedy", sp(0.0, |_| ())),
+            ("temperature 0.8", sp(0.8, |_| ())),
+            ("top_p 0.9", sp(1.0, |p| p.top_p = 0.9)),
+            ("top_k 50", sp(1.0, |p| p.top_k = Some(50))),
+        ];
+        for ((case, p), (name, logits)) in cases
+            .iter()
+            .flat_map(|c| [(c, ("flat", &flat)), (c, ("peaked", &peaked))])
+        {
+            let (mut s, mut buf) = (Sampler::new(p, &[], 0), logits.clone());
+            let mut best = std::time::Duration::MAX;
+            for _ in 0..10 {
+                let start = std::time::Instant::now();
+                for _ in 0..200 {
+                    buf.copy_from_slice(logits); // ~3.5 us of the figure
+                    std::hint::black_box(s.sample(&mut buf));
+                }
+                best = best.min(start.elapsed() / 200);
+            }
+            println!("{case:>15} {name:>6}: {best:?} per sample() (best of 10 x 200)");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The engine's own vocabulary. No wire (OpenAI) types here: the API layer maps to these.
+
+use std::time::Instant;
+
+/// How to pick the next token. Validated by the API layer before it reaches the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0.0 means greedy (argmax).
+    pub temperature: f32,
+    /// `None` or `Some(0)` disables top-k.
+    pub top_k: Option<usize>,
+    /// 1.0 disables nucleus sampling.
+    pub top_p: f32,
+    /// 0.0 disables min-p.
+    pub min_p: f32,
+    /// Same seed + same request => same output.
+    pub seed: Option<u64>,
+    /// OpenAI semantics: subtract `presence_penalty` once for every token already generated.
+    pub presence_penalty: f32,
+    /// OpenAI semantics: subtract `frequency_penalty * count` for every generated token.
+    pub frequency_penalty: f32,
+    /// HF/CTRL semantics over prompt + generated tokens; 1.0 disables.
+    pub repetition_penalty: f32,
+    /// Maximum number of tokens to generate.
+    pub max_tokens: usize,
+    /// Keep generating past EOS (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: None,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+            max_tokens: 16,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why a sequence stopped, as the engine sees it. Stop *strings* are matched after
+/// detokenization (see `detokenizer`), which also reports `Stop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// EOS token or a stop string.
+    Stop,
+    /// `max_tokens` reached, or the context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Exact token counts of one choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// What the engine sends back for one request, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TokenEvent {
+    /// One newly sampled token.
+    Token(u32),
+    /// The sequence ended; no more events follow. `completion_tokens` counts every
+    /// `Token` event sent before it.
+    Finished {
+        reason: FinishReason,
+        completion_tokens: usize,
+    },
+    /// The engine failed this request; no more events follow.
+    Error(String),
+}
+
+/// One request as the engine receives it: already tokenized and validated.
+#[derive(Debug)]
+pub struct GenerationRequest {
+    /// The `x-request-id` of the HTTP request (plus a choice suffix for n > 1).
+    pub request_id: String,
+    pub prompt_tokens: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// Sized by the submitter to hold every event this request can produce
+    /// (`max_tokens + 1`), so the engine's `try_send` never finds it full.
+    /// A closed receiver means the client is gone: the engine aborts the sequence.
+    pub events: tokio::sync::mpsc::Sender<TokenEvent>,
+    pub arrival: Instant,
+}

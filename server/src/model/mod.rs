@@ -1,0 +1,71 @@
+//! Model code: shared layers, the llama family, loading, tokenizer and chat template.
+//! The model never imports tokio or axum; it sees a flat ragged batch and a paged KV cache.
+
+pub mod batch;
+pub mod chat_template;
+pub mod kv_cache;
+pub mod linear;
+pub mod llama;
+pub mod loader;
+pub mod tokenizer;
+
+pub use batch::{ForwardBatch, Logits, SeqInBatch};
+pub use kv_cache::KvCache;
+
+/// Shape facts the engine needs to size and address the KV cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelShape {
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    /// The longest context the model was trained for.
+    pub max_position_embeddings: usize,
+}
+
+impl ModelShape {
+    /// Bytes of K and V one token occupies across all layers (f32 cache).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.num_layers * self.num_kv_heads * self.head_dim * std::mem::size_of::<f32>()
+    }
+}
+
+/// Errors of the model layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("kernel: {0}")]
+    Kernel(#[from] inferd_kernels::KernelError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: missing or invalid metadata `{key}`: {reason}")]
+    Metadata {
+        path: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{path}: unsupported model: {reason}")]
+    Unsupported { path: String, reason: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error("chat template: {0}")]
+    Template(#[from] chat_template::TemplateError),
+    #[error("invalid batch: {0}")]
+    Batch(String),
+}
+
+/// A causal language model that runs one forward pass over a flat, ragged batch.
+pub trait CausalLm: Send {
+    fn shape(&self) -> &ModelShape;
+
+    /// Runs the batch: writes the new tokens' K/V into `cache` and returns the logits of
+    /// the rows the batch asked for (`SeqInBatch::wants_logits`), in batch order.
+    fn forward(&self, batch: &ForwardBatch, cache: &KvCache) -> Result<Logits, ModelError>;
+}

@@ -1,0 +1,182 @@
+//! `inferd serve`: load every model of the catalog, start one engine per model, serve the API
+//! until SIGTERM/SIGINT, then drain.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::future::IntoFuture;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use candle_core::Device;
+
+use crate::api::{self, AppState};
+use crate::backend::local::LocalBackend;
+use crate::backend::{Backend, ModelCard};
+use crate::cli::ServeArgs;
+use crate::config::{self, KvCacheSize, ModelSpec, ResolvedModel};
+use crate::engine::{self, EngineConfig};
+use crate::model::loader::{self, LoadOptions};
+use crate::model::{CausalLm, KvCache, ModelShape};
+
+/// Default KV cache when `models.toml` sets none: 1 GiB, and never less than one full context.
+const DEFAULT_KV_BYTES: u64 = 1 << 30;
+
+/// Works out the engine limits from the catalog entry and the loaded model.
+pub fn engine_config(
+    spec: &ModelSpec,
+    shape: &ModelShape,
+    eos_token_ids: Vec<u32>,
+) -> anyhow::Result<EngineConfig> {
+    let l = &spec.limits;
+    let max_model_len = l.max_model_len.unwrap_or(shape.max_position_embeddings);
+    if max_model_len > shape.max_position_embeddings {
+        bail!(
+            "model {:?}: max_model_len = {max_model_len} exceeds the model's {} positions",
+            spec.id,
+            shape.max_position_embeddings
+        );
+    }
+    let bs = l.block_size;
+    let per_token = shape.kv_bytes_per_token() as u64;
+    let tokens = match l.kv_cache {
+        Some(KvCacheSize::Tokens(t)) => t,
+        Some(KvCacheSize::Bytes(b)) => (b / per_token) as usize,
+        None => ((DEFAULT_KV_BYTES / per_token) as usize).max(max_model_len),
+    };
+    let num_blocks = tokens / bs;
+    if num_blocks * bs < max_model_len {
+        bail!(
+            "model {:?}: the KV cache holds {} tokens, fewer than max_model_len = {max_model_len}; raise kv_cache_tokens/kv_cache_bytes",
+            spec.id,
+            num_blocks * bs
+        );
+    }
+    Ok(EngineConfig {
+        max_num_seqs: l.max_num_seqs,
+        max_num_batched_tokens: l.max_num_batched_tokens,
+        block_size: bs,
+        num_blocks,
+        max_model_len,
+        max_waiting: l.max_waiting,
+        eos_token_ids,
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Loads one model and starts its engine.
+pub fn start_model(spec: &ModelSpec, device: &Device) -> anyhow::Result<LocalBackend> {
+    let path = match config::resolve(spec).with_context(|| format!("model {:?}", spec.id))? {
+        ResolvedModel::Gguf(p) | ResolvedModel::SafetensorsDir(p) => p,
+    };
+    let started = std::time::Instant::now();
+    let opts = LoadOptions {
+        dequantize: spec.dequantize,
+        device: device.clone(),
+    };
+    let loaded =
+        loader::load(&path, &opts).with_context(|| format!("loading model {:?}", spec.id))?;
+    let shape = loaded.model.shape().clone();
+    let cfg = engine_config(spec, &shape, loaded.tokenizer.eos_token_ids.clone())?;
+    let cache = KvCache::new(&shape, cfg.num_blocks, cfg.block_size, device)?;
+    tracing::info!(
+        model = %spec.id,
+        path = %path.display(),
+        layers = shape.num_layers,
+        vocab = shape.vocab_size,
+        max_model_len = cfg.max_model_len,
+        kv_tokens = cfg.num_blocks * cfg.block_size,
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    let card = ModelCard {
+        id: spec.id.clone(),
+        owned_by: "inferd".into(),
+        created: unix_now(),
+        max_model_len: cfg.max_model_len,
+    };
+    let handle = engine::spawn(Box::new(loaded.model), cache, cfg)?;
+    Ok(LocalBackend::new(
+        card,
+        handle,
+        loaded.tokenizer,
+        loaded.chat_template,
+    ))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Runs the `serve` role until a shutdown signal and the drain complete.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let catalog = config::load_catalog(&args.models)?;
+    let device = Device::Cpu;
+    let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+    for spec in &catalog.models {
+        let spec = spec.clone();
+        let dev = device.clone();
+        let backend = tokio::task::spawn_blocking(move || start_model(&spec, &dev)).await??;
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        for card in backend.models() {
+            backends.insert(card.id.clone(), backend.clone());
+        }
+    }
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        backends: Arc::new(backends),
+        draining: draining.clone(),
+    };
+    let app = api::router(state, args.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    // Machine-readable for scripts and tests (logs go to stderr).
+    println!("inferd listening on http://{addr}");
+    tracing::info!(%addr, "serving");
+    let drain = Duration::from_secs(args.drain_timeout_secs);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        draining.store(true, Ordering::SeqCst);
+        tracing::info!("shutdown requested: readiness off, draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let server = tokio::spawn(server.into_future());
+    let deadline = async {
+        stopped(stop_rx).await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        res = server => { res??; tracing::info!("drained; exiting"); }
+        _ = deadline => { tracing::warn!("drain deadline passed; exiting with requests in flight"); }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Test harness: starts the real `inferd` binary with a real model on an ephemeral port and
+//! talks to it over real sockets. Each test gets its own server (killed on drop), so tests
+//! never share engine state.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The id the default catalog gives SmolLM2.
+pub const SMOLLM2_ID: &str = "smollm2-135m-instruct";
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The SmolLM2 GGUF fetched by `make models`. Panics with instructions if missing.
+pub fn smollm2_gguf() -> PathBuf {
+    let p = workspace_root().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run `make models` first",
+        p.display()
+    );
+    p
+}
+
+/// The `inferd` binary built by `cargo build --release` (next to this test executable).
+pub fn inferd_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("INFERD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join(format!("inferd{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --release -p inferd`, done by `make test`)",
+        bin.display()
+    );
+    bin
+}
+
+/// Engine limits for a test server's catalog entry.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub dequantize: bool,
+    pub max_model_len: usize,
+    pub kv_cache_tokens: usize,
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub block_size: usize,
+    pub max_waiting: usize,
+    pub max_body_bytes: usize,
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            dequantize: true,
+            max_model_len: 2048,
+            kv_cache_tokens: 16384,
+            max_num_seqs: 32,
+            max_num_batched_tokens: 2048,
+            block_size: 16,
+            max_waiting: 256,
+            max_body_bytes: 1024 * 1024,
+            drain_timeout_secs: 30,
+        }
+    }
+}
+
+/// A running `inferd serve`. Killed when dropped.
+pub struct Server {
+    pub base_url: String,
+    pub model: String,
+    pub child: Child,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "inferd-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A catalog with one SmolLM2 entry.
+pub fn smollm2_catalog(o: &ServerOptions) -> String {
+    format!(
+        "[[model]]\nid = \"{SMOLLM2_ID}\"\npath = \"{}\"\ndequantize = {}\nmax_model_len = {}\nkv_cache_tokens = {}\nmax_num_seqs = {}\nmax_num_batched_tokens = {}\nblock_size = {}\nmax_waiting = {}\n",
+        smollm2_gguf().display(),
+        o.dequantize,
+        o.max_model_len,
+        o.kv_cache_tokens,
+        o.max_num_seqs,
+        o.max_num_batched_tokens,
+        o.block_size,
+        o.max_waiting,
+    )
+}
+
+/// Starts `inferd serve` with SmolLM2 and the default test limits.
+pub async fn start_default_server() -> Server {
+    start_server(&ServerOptions::default()).await
+}
+
+/// Starts `inferd serve` with SmolLM2 and the given limits, and waits until `/ready`.
+pub async fn start_server(o: &ServerOptions) -> Server {
+    start_with_catalog(&smollm2_catalog(o), SMOLLM2_ID, o).await
+}
+
+/// Starts `inferd serve` with any catalog text.
+pub async fn start_with_catalog(catalog: &str, model: &str, o: &ServerOptions) -> Server {
+    let dir = TempDir::new("server");
+    let models = dir.0.join("models.toml");
+    std::fs::write(&models, catalog).expect("write models.toml");
+    let mut child = Command::new(inferd_bin())
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .arg("--models")
+        .arg(&models)
+        .arg("--max-body-bytes")
+        .arg(o.max_body_bytes.to_string())
+        .arg("--drain-timeout-secs")
+        .arg(o.drain_timeout_secs.to_string())
+        .env("RUST_LOG", std::env::var("INFERD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn inferd");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base_url = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await.expect("read inferd stdout") {
+            if let Some(url) = line.strip_prefix("inferd listening on ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("inferd exited before listening");
+    })
+    .await
+    .expect("inferd did not start listening within 180s");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let server = Server {
+        base_url,
+        model: model.to_string(),
+        child,
+        _dir: dir,
+    };
+    server.wait_ready().await;
+    server
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Polls `/ready` until it answers 200 (the listener is already bound, so this is
+    /// waiting on a condition, not on time).
+    pub async fn wait_ready(&self) {
+        let c = client();
+        for _ in 0..600 {
+            if let Ok(r) = c.get(self.url("/ready")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{} never became ready", self.base_url);
+    }
+
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("child is running")
+    }
+}
+
+/// An HTTP client with a generous overall timeout (CPU inference is slow, never hangs).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Parses an SSE body into its `data:` payloads (in order), `[DONE]` included.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .flat_map(|event| event.lines())
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.trim_start().to_string())
+        .collect()
+}
+
+pub mod oracle;

@@ -1,0 +1,588 @@
+//! End-to-end tests of the OpenAI API: the real `inferd serve` binary with the real
+//! SmolLM2 model, over real sockets (harness: `inferd_tests`).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use inferd_tests::{client, start_default_server, Server};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+/// Over any sane `--max-body-bytes` default, yet within the 64 MiB the server drains
+/// past its limit so that a client still uploading reads the 413 (see `api::json`).
+const OVERSIZED_BODY_BYTES: usize = 32 << 20;
+
+fn url(server: &Server, path: &str) -> String {
+    format!("{}{path}", server.base_url.trim_end_matches('/'))
+}
+
+/// `body` with `extra`'s fields added (or replaced).
+fn with(mut body: Value, extra: Value) -> Value {
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+fn chat_body(server: &Server, content: &str, extra: Value) -> Value {
+    with(
+        json!({"model": server.model, "messages": [{"role": "user", "content": content}]}),
+        extra,
+    )
+}
+
+fn completion_body(server: &Server, prompt: &str, extra: Value) -> Value {
+    with(json!({"model": server.model, "prompt": prompt}), extra)
+}
+
+async fn post(server: &Server, path: &str, body: &Value) -> Response {
+    client()
+        .post(url(server, path))
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// POSTs and returns the status and the JSON body.
+async fn post_json(server: &Server, path: &str, body: &Value) -> (StatusCode, Value) {
+    let response = post(server, path, body).await;
+    let status = response.status();
+    let text = response.text().await.expect("read body");
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON {text:?}: {e}"));
+    (status, json)
+}
+
+/// POSTs a request that must succeed; returns its JSON body.
+async fn post_ok(server: &Server, path: &str, body: &Value) -> Value {
+    let (status, json) = post_json(server, path, body).await;
+    assert_eq!(status, StatusCode::OK, "{path} {body}: {json}");
+    json
+}
+
+/// Asserts an OpenAI error body with this status; returns its `error` object.
+async fn post_err(server: &Server, path: &str, body: &Value, status: StatusCode) -> Value {
+    let (got, json) = post_json(server, path, body).await;
+    assert_eq!(got, status, "{path}: {json}");
+    let error = json["error"].clone();
+    assert!(error["message"].is_string(), "{json}");
+    assert!(error["type"].is_string(), "{json}");
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "{json}"
+    );
+    error
+}
+
+/// An incremental SSE reader: yields each event's `data` (multi-line data joined with
+/// `\n`), ignoring comments and other fields. Lines split across network chunks and
+/// `\r\n` line ends are handled.
+#[derive(Default)]
+struct SseParser {
+    pending: Vec<u8>,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8(line).expect("SSE lines are UTF-8");
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    events.push(self.data.join("\n"));
+                    self.data.clear();
+                }
+            } else if let Some(value) = line.strip_prefix("data:") {
+                self.data
+                    .push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+            }
+        }
+        events
+    }
+}
+
+/// POSTs a streaming request; returns its JSON chunks after checking the framing:
+/// `text/event-stream`, `data: [DONE]` last and nothing after it.
+async fn post_stream(server: &Server, path: &str, body: &Value) -> Vec<Value> {
+    let response = post(server, path, body).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path} {body}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let mut parser = SseParser::default();
+    let mut events = Vec::new();
+    let mut bytes = response.bytes_stream();
+    while let Some(chunk) = bytes.next().await {
+        events.extend(parser.push(&chunk.expect("stream body")));
+    }
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    events.pop();
+    events
+        .iter()
+        .map(|data| {
+            assert_ne!(data, "[DONE]", "[DONE] must be the last event");
+            let chunk: Value = serde_json::from_str(data).expect("chunk is JSON");
+            assert!(chunk.get("error").is_none(), "error event: {chunk}");
+            chunk
+        })
+        .collect()
+}
+
+fn usage_of(body: &Value) -> (u64, u64, u64) {
+    let usage = &body["usage"];
+    let get = |key: &str| {
+        usage[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("usage.{key}: {body}"))
+    };
+    (
+        get("prompt_tokens"),
+        get("completion_tokens"),
+        get("total_tokens"),
+    )
+}
+
+fn content_of(body: &Value) -> String {
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no content: {body}"))
+        .to_owned()
+}
+
+async fn max_model_len(server: &Server) -> u64 {
+    let response = client()
+        .get(url(server, "/v1/models"))
+        .send()
+        .await
+        .expect("GET /v1/models");
+    let models: Value = response.json().await.expect("models JSON");
+    models["data"]
+        .as_array()
+        .and_then(|data| data.iter().find(|m| m["id"] == server.model.as_str()))
+        .and_then(|m| m["max_model_len"].as_u64())
+        .unwrap_or_else(|| panic!("the model is not listed: {models}"))
+}
+
+#[tokio::test]
+async fn lists_the_served_model() {
+    let server = start_default_server().await;
+    let response = client()
+        .get(url(&server, "/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let models: Value = response.json().await.unwrap();
+    assert_eq!(models["object"], "list");
+    let card = models["data"]
+        .as_array()
+        .and_then(|data| data.iter().find(|m| m["id"] == server.model.as_str()))
+        .unwrap_or_else(|| panic!("{} not in {models}", server.model));
+    assert_eq!(card["object"], "model");
+    assert!(card["created"].as_u64().is_some(), "{card}");
+    assert!(card["owned_by"].is_string(), "{card}");
+    assert_eq!(card["max_model_len"], 2048, "the default catalog's context");
+
+    let path = format!("/v1/models/{}", server.model);
+    let response = client().get(url(&server, &path)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let one: Value = response.json().await.unwrap();
+    assert_eq!(one["id"], server.model.as_str());
+
+    for probe in ["/health", "/ready"] {
+        let response = client().get(url(&server, probe)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{probe}");
+    }
+}
+
+#[tokio::test]
+async fn chat_completion() {
+    let server = start_default_server().await;
+    let body = chat_body(
+        &server,
+        "What is the capital of France?",
+        json!({"max_tokens": 32}),
+    );
+    let response = post(&server, "/v1/chat/completions", &body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-inferd-backend"], "local");
+    let reply: Value = response.json().await.unwrap();
+    assert!(
+        reply["id"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("chatcmpl-"),
+        "{reply}"
+    );
+    assert_eq!(reply["object"], "chat.completion");
+    assert_eq!(reply["model"], server.model.as_str());
+    assert_eq!(
+        reply["choices"].as_array().map(Vec::len),
+        Some(1),
+        "{reply}"
+    );
+    assert_eq!(reply["choices"][0]["index"], 0);
+    assert_eq!(reply["choices"][0]["message"]["role"], "assistant");
+    assert!(!content_of(&reply).trim().is_empty(), "{reply}");
+    let finish = reply["choices"][0]["finish_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(matches!(finish, "stop" | "length"), "{reply}");
+    let (prompt, completion, total) = usage_of(&reply);
+    assert!(prompt > 0, "{reply}");
+    assert!((1..=32).contains(&completion), "{reply}");
+    assert_eq!(prompt + completion, total, "{reply}");
+}
+
+#[tokio::test]
+async fn max_tokens_with_ignore_eos_finishes_by_length() {
+    let server = start_default_server().await;
+    let body = chat_body(&server, "Hi!", json!({"max_tokens": 5, "ignore_eos": true}));
+    let reply = post_ok(&server, "/v1/chat/completions", &body).await;
+    assert_eq!(reply["choices"][0]["finish_reason"], "length", "{reply}");
+    assert_eq!(usage_of(&reply).1, 5, "exactly max_tokens tokens: {reply}");
+}
+
+#[tokio::test]
+async fn a_short_answer_stops_before_max_tokens() {
+    let server = start_default_server().await;
+    let body = chat_body(
+        &server,
+        "What is the capital of France? Answer in one short sentence.",
+        json!({"max_tokens": 200, "temperature": 0}),
+    );
+    let reply = post_ok(&server, "/v1/chat/completions", &body).await;
+    assert_eq!(reply["choices"][0]["finish_reason"], "stop", "{reply}");
+    assert!(usage_of(&reply).1 < 200, "{reply}");
+    assert!(!content_of(&reply).trim().is_empty(), "{reply}");
+}
+
+#[tokio::test]
+async fn chat_stream_matches_the_greedy_non_stream_answer() {
+    let server = start_default_server().await;
+    let body = chat_body(
+        &server,
+        "Name three colors.",
+        json!({"max_tokens": 24, "temperature": 0}),
+    );
+    let whole = post_ok(&server, "/v1/chat/completions", &body).await;
+
+    let streaming = with(
+        body.clone(),
+        json!({"stream": true, "stream_options": {"include_usage": true}}),
+    );
+    let chunks = post_stream(&server, "/v1/chat/completions", &streaming).await;
+    assert!(chunks.len() >= 3, "role, content, finish: {chunks:?}");
+    let id = chunks[0]["id"].as_str().unwrap_or_default();
+    assert!(id.starts_with("chatcmpl-"), "{}", chunks[0]);
+    for chunk in &chunks {
+        assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+        assert_eq!(chunk["id"], id, "one id per stream");
+    }
+
+    let first = &chunks[0]["choices"][0];
+    assert_eq!(
+        first["delta"],
+        json!({"role": "assistant", "content": ""}),
+        "{first}"
+    );
+    assert!(first["finish_reason"].is_null());
+
+    let (usage_chunk, rest) = chunks.split_last().expect("chunks");
+    assert_eq!(usage_chunk["choices"], json!([]), "{usage_chunk}");
+    assert_eq!(
+        usage_of(usage_chunk),
+        usage_of(&whole),
+        "{usage_chunk} vs {whole}"
+    );
+    let (finish_chunk, content_chunks) = rest.split_last().expect("chunks");
+    for chunk in rest {
+        assert!(
+            chunk.get("usage").is_some_and(Value::is_null),
+            "usage: null: {chunk}"
+        );
+    }
+    assert_eq!(
+        finish_chunk["choices"][0]["delta"],
+        json!({}),
+        "{finish_chunk}"
+    );
+    assert_eq!(
+        finish_chunk["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
+    let streamed: String = content_chunks[1..]
+        .iter()
+        .map(|chunk| {
+            assert!(chunk["choices"][0]["finish_reason"].is_null(), "{chunk}");
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or_else(|| panic!("content delta: {chunk}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, content_of(&whole));
+}
+
+#[tokio::test]
+async fn completions_stream_matches_non_stream() {
+    let server = start_default_server().await;
+    let body = completion_body(
+        &server,
+        "The quick brown fox",
+        json!({"max_tokens": 16, "temperature": 0}),
+    );
+    let whole = post_ok(&server, "/v1/completions", &body).await;
+    assert_eq!(whole["object"], "text_completion");
+    assert!(whole["id"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("cmpl-"));
+    let text = whole["choices"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    let (prompt, completion, total) = usage_of(&whole);
+    assert!(
+        prompt > 0 && completion <= 16 && prompt + completion == total,
+        "{whole}"
+    );
+
+    let chunks = post_stream(
+        &server,
+        "/v1/completions",
+        &with(body, json!({"stream": true})),
+    )
+    .await;
+    let (last, deltas) = chunks.split_last().expect("chunks");
+    assert_eq!(
+        last["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
+    let streamed: String = deltas
+        .iter()
+        .map(|chunk| {
+            assert_eq!(chunk["object"], "text_completion");
+            chunk["choices"][0]["text"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, text);
+}
+
+/// Picks a stop string from `text`: 4 characters, not blank, starting at or after the
+/// 8th character, whose first occurrence is not at the very start.
+fn pick_stop_string(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    (8..chars.len().saturating_sub(4))
+        .map(|start| chars[start..start + 4].iter().collect::<String>())
+        .find(|s| !s.trim().is_empty() && text.find(s.as_str()).is_some_and(|at| at > 0))
+        .unwrap_or_else(|| panic!("no stop string candidate in {text:?}"))
+}
+
+#[tokio::test]
+async fn stop_strings_cut_the_output_before_the_match() {
+    let server = start_default_server().await;
+    let body = chat_body(
+        &server,
+        "Write a short story about a cat.",
+        json!({"max_tokens": 40, "temperature": 0, "ignore_eos": true}),
+    );
+    let free = content_of(&post_ok(&server, "/v1/chat/completions", &body).await);
+    assert!(
+        free.chars().count() >= 16,
+        "need some text to cut: {free:?}"
+    );
+    let stop = pick_stop_string(&free);
+    let expected = &free[..free.find(&stop).expect("picked from the text")];
+
+    let stopped = post_ok(
+        &server,
+        "/v1/chat/completions",
+        &with(body, json!({"stop": [stop.clone()]})),
+    )
+    .await;
+    let content = content_of(&stopped);
+    assert_eq!(content, expected, "stop string {stop:?} in {free:?}");
+    assert!(!content.contains(&stop));
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop", "{stopped}");
+}
+
+#[tokio::test]
+async fn seeded_sampling_is_reproducible() {
+    let server = start_default_server().await;
+    let run = |seed: u64| {
+        let body = completion_body(
+            &server,
+            "Once upon a time",
+            json!({"max_tokens": 32, "temperature": 1.0, "seed": seed, "ignore_eos": true}),
+        );
+        let server = &server;
+        async move {
+            let reply = post_ok(server, "/v1/completions", &body).await;
+            reply["choices"][0]["text"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        }
+    };
+    let first = run(42).await;
+    let again = run(42).await;
+    assert_eq!(first, again, "same seed, same output");
+    let other = run(43).await;
+    assert_ne!(
+        first, other,
+        "another seed should (very likely) sample differently"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
+    let server = start_default_server().await;
+
+    // Malformed JSON.
+    let response = client()
+        .post(url(&server, "/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+
+    // Unknown model.
+    let mut body = chat_body(&server, "hi", json!({}));
+    body["model"] = json!("no-such-model");
+    let error = post_err(
+        &server,
+        "/v1/chat/completions",
+        &body,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(error["code"], "model_not_found", "{error}");
+    assert_eq!(error["param"], "model", "{error}");
+
+    // Out of range.
+    let body = chat_body(&server, "hi", json!({"temperature": 5}));
+    let error = post_err(
+        &server,
+        "/v1/chat/completions",
+        &body,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(error["param"], "temperature", "{error}");
+    assert!(
+        error["message"].as_str().unwrap_or_default().contains('2'),
+        "{error}"
+    );
+
+    // n > 1.
+    let body = chat_body(&server, "hi", json!({"n": 2}));
+    let error = post_err(
+        &server,
+        "/v1/chat/completions",
+        &body,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(error["param"], "n", "{error}");
+
+    // A prompt longer than the context.
+    let context = max_model_len(&server).await;
+    let body = chat_body(&server, &"hello ".repeat(3000), json!({}));
+    let error = post_err(
+        &server,
+        "/v1/chat/completions",
+        &body,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&context.to_string()),
+        "names the context length: {error}"
+    );
+
+    // A body over the limit.
+    let huge = "x".repeat(OVERSIZED_BODY_BYTES);
+    let body = completion_body(&server, &huge, json!({}));
+    let response = client()
+        .post(url(&server, "/v1/completions"))
+        .timeout(Duration::from_secs(60))
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers 413 instead of dropping the connection");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_too_large", "{body}");
+
+    // Unknown route, wrong method.
+    let response = client().get(url(&server, "/v1/nope")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = client()
+        .get(url(&server, "/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // Still serving.
+    let body = chat_body(&server, "Say hi.", json!({"max_tokens": 8}));
+    let reply = post_ok(&server, "/v1/chat/completions", &body).await;
+    assert!(usage_of(&reply).1 >= 1, "{reply}");
+    let response = client().get(url(&server, "/ready")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let server = start_default_server().await;
+    let body = chat_body(&server, "hi", json!({"max_tokens": 2}));
+    let response = client()
+        .post(url(&server, "/v1/chat/completions"))
+        .header("x-request-id", "e2e-req-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-request-id"], "e2e-req-1");
+
+    let response = client().get(url(&server, "/health")).send().await.unwrap();
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap_or_default();
+    assert!(!generated.is_empty());
+
+    // Also on errors.
+    let response = client()
+        .post(url(&server, "/v1/chat/completions"))
+        .header("x-request-id", "e2e-req-2")
+        .header("content-type", "application/json")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["x-request-id"], "e2e-req-2");
+}
