@@ -54,7 +54,11 @@ async fn one_request(c: &reqwest::Client, a: &Args, i: usize) -> anyhow::Result<
         .send()
         .await?;
     if !resp.status().is_success() {
-        bail!("status {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+        bail!(
+            "status {}: {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        );
     }
     let mut s = Sample::default();
     let mut last: Option<Instant> = None;
@@ -105,7 +109,13 @@ async fn main() -> anyhow::Result<()> {
     one_request(&c, &a, 0).await?;
     println!(
         "{:>11} {:>9} {:>10} {:>12} {:>12} {:>12} {:>12}",
-        "concurrency", "requests", "failed", "out tok/s", "ttft p50 ms", "ttft p90 ms", "itl p50 ms"
+        "concurrency",
+        "requests",
+        "failed",
+        "out tok/s",
+        "ttft p50 ms",
+        "ttft p90 ms",
+        "itl p50 ms"
     );
     let mut base = None;
     for &conc in &a.concurrency {
@@ -121,9 +131,16 @@ async fn main() -> anyhow::Result<()> {
                 out
             }
         });
-        let results: Vec<_> = futures::future::join_all(workers).await.into_iter().flatten().collect();
+        let results: Vec<_> = futures::future::join_all(workers)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         let wall = start.elapsed().as_secs_f64();
-        let ok: Vec<Sample> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let ok: Vec<Sample> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
         let failed = results.len() - ok.len();
         let tokens: usize = ok.iter().map(|s| s.output_tokens).sum();
         let tps = tokens as f64 / wall;

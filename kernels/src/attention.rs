@@ -42,9 +42,16 @@ fn validate(
     if cd[3] != head_dim || cd[1] == 0 {
         return Err(shape_err(OP, "key_cache", key_cache, expected_cache()));
     }
-    check(OP, "value_cache", value_cache, DType::F32, 4, &|| format!("{cd:?}"))?;
+    check(OP, "value_cache", value_cache, DType::F32, 4, &|| {
+        format!("{cd:?}")
+    })?;
     if value_cache.dims() != cd {
-        return Err(shape_err(OP, "value_cache", value_cache, format!("{cd:?} (same as key_cache)")));
+        return Err(shape_err(
+            OP,
+            "value_cache",
+            value_cache,
+            format!("{cd:?} (same as key_cache)"),
+        ));
     }
     let (num_blocks, block_size, num_kv_heads) = (cd[0], cd[1], cd[2]);
     if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
@@ -56,14 +63,33 @@ fn validate(
         "[num_seqs, max_blocks_per_seq]".into()
     })?;
     let (num_seqs, max_blocks) = (bd[0], bd[1]);
-    let cl = check(OP, "context_lens", context_lens, DType::U32, 1, &|| format!("[{num_seqs}]"))?;
+    let cl = check(OP, "context_lens", context_lens, DType::U32, 1, &|| {
+        format!("[{num_seqs}]")
+    })?;
     if cl[0] != num_seqs {
-        return Err(shape_err(OP, "context_lens", context_lens, format!("[{num_seqs}]")));
+        return Err(shape_err(
+            OP,
+            "context_lens",
+            context_lens,
+            format!("[{num_seqs}]"),
+        ));
     }
     let expected_qsl = || format!("[{}]", num_seqs + 1);
-    let ql = check(OP, "query_start_loc", query_start_loc, DType::U32, 1, &expected_qsl)?;
+    let ql = check(
+        OP,
+        "query_start_loc",
+        query_start_loc,
+        DType::U32,
+        1,
+        &expected_qsl,
+    )?;
     if ql[0] != num_seqs + 1 {
-        return Err(shape_err(OP, "query_start_loc", query_start_loc, expected_qsl()));
+        return Err(shape_err(
+            OP,
+            "query_start_loc",
+            query_start_loc,
+            expected_qsl(),
+        ));
     }
     let meta = Meta {
         num_tokens,
@@ -85,7 +111,9 @@ fn validate(
     for s in 0..num_seqs {
         let ctx = meta.context_lens[s] as usize;
         if qsl[s + 1] < qsl[s] {
-            return Err(invalid(format!("query_start_loc must be non-decreasing, got {qsl:?}")));
+            return Err(invalid(format!(
+                "query_start_loc must be non-decreasing, got {qsl:?}"
+            )));
         }
         let q_len = (qsl[s + 1] - qsl[s]) as usize;
         if q_len > ctx {
@@ -160,7 +188,10 @@ impl PagedAttention {
         let (d, bs) = (m.head_dim, m.block_size);
         let (tok, h) = (item / m.num_heads, item % m.num_heads);
         let s = token_seq[tok] as usize;
-        let (q0, q1) = (m.query_start_loc[s] as usize, m.query_start_loc[s + 1] as usize);
+        let (q0, q1) = (
+            m.query_start_loc[s] as usize,
+            m.query_start_loc[s + 1] as usize,
+        );
         let ctx = m.context_lens[s] as usize;
         let pos = ctx - (q1 - q0) + (tok - q0);
         let n = pos + 1;
@@ -256,7 +287,14 @@ pub fn paged_attention(
     query_start_loc: &Tensor,
     scale: f32,
 ) -> Result<Tensor> {
-    let meta = validate(query, key_cache, value_cache, block_tables, context_lens, query_start_loc)?;
+    let meta = validate(
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        context_lens,
+        query_start_loc,
+    )?;
     let op = PagedAttention { meta, scale };
     Ok(query.apply_op3_no_bwd(key_cache, value_cache, &op)?)
 }
@@ -273,7 +311,14 @@ pub fn paged_attention_slow(
     query_start_loc: &Tensor,
     scale: f32,
 ) -> Result<Tensor> {
-    let m = validate(query, key_cache, value_cache, block_tables, context_lens, query_start_loc)?;
+    let m = validate(
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        context_lens,
+        query_start_loc,
+    )?;
     let (h, kv, d, bs) = (m.num_heads, m.num_kv_heads, m.head_dim, m.block_size);
     let dev = query.device();
     let slots = key_cache.dim(0)? * bs;
@@ -281,7 +326,10 @@ pub fn paged_attention_slow(
     let vflat = value_cache.reshape((slots, kv, d))?;
     let mut outs = Vec::new();
     for s in 0..m.context_lens.len() {
-        let (q0, q1) = (m.query_start_loc[s] as usize, m.query_start_loc[s + 1] as usize);
+        let (q0, q1) = (
+            m.query_start_loc[s] as usize,
+            m.query_start_loc[s + 1] as usize,
+        );
         let (q_len, ctx) = (q1 - q0, m.context_lens[s] as usize);
         if q_len == 0 {
             continue;
@@ -302,8 +350,11 @@ pub fn paged_attention_slow(
         let q = query.narrow(0, q0, q_len)?.transpose(0, 1)?.contiguous()?; // [h, q_len, d]
         let scores = (q.matmul(&k.t()?)? * scale as f64)?; // [h, q_len, ctx]
         let key_pos = Tensor::arange(0u32, ctx as u32, dev)?.reshape((1, ctx))?;
-        let query_pos = Tensor::arange((ctx - q_len) as u32, ctx as u32, dev)?.reshape((q_len, 1))?;
-        let masked = key_pos.broadcast_gt(&query_pos)?.broadcast_as((h, q_len, ctx))?;
+        let query_pos =
+            Tensor::arange((ctx - q_len) as u32, ctx as u32, dev)?.reshape((q_len, 1))?;
+        let masked = key_pos
+            .broadcast_gt(&query_pos)?
+            .broadcast_as((h, q_len, ctx))?;
         let neg_inf = Tensor::full(f32::NEG_INFINITY, (h, q_len, ctx), dev)?;
         let scores = masked.where_cond(&neg_inf, &scores)?;
         let e = scores.broadcast_sub(&scores.max_keepdim(2)?)?.exp()?;

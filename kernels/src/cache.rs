@@ -29,14 +29,21 @@ fn validate(
     let (num_tokens, num_kv_heads, head_dim) = (kd[0], kd[1], kd[2]);
     check(OP, "value", value, DType::F32, 3, &|| format!("{kd:?}"))?;
     if value.dims() != kd {
-        return Err(shape_err(OP, "value", value, format!("{kd:?} (same as key)")));
+        return Err(shape_err(
+            OP,
+            "value",
+            value,
+            format!("{kd:?} (same as key)"),
+        ));
     }
     let expected_cache = || format!("[num_blocks, block_size, {num_kv_heads}, {head_dim}]");
     let cd = check(OP, "key_cache", key_cache, DType::F32, 4, &expected_cache)?;
     if cd[2] != num_kv_heads || cd[3] != head_dim {
         return Err(shape_err(OP, "key_cache", key_cache, expected_cache()));
     }
-    check(OP, "value_cache", value_cache, DType::F32, 4, &|| format!("{cd:?}"))?;
+    check(OP, "value_cache", value_cache, DType::F32, 4, &|| {
+        format!("{cd:?}")
+    })?;
     if value_cache.dims() != cd {
         return Err(shape_err(
             OP,
@@ -49,7 +56,12 @@ fn validate(
         format!("[{num_tokens}]")
     })?;
     if sd[0] != num_tokens {
-        return Err(shape_err(OP, "slot_mapping", slot_mapping, format!("[{num_tokens}]")));
+        return Err(shape_err(
+            OP,
+            "slot_mapping",
+            slot_mapping,
+            format!("[{num_tokens}]"),
+        ));
     }
     let dims = Dims {
         num_tokens,

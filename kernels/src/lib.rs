@@ -70,7 +70,10 @@ pub enum KernelError {
     },
     /// An argument is not row-major contiguous.
     #[error("{op}: `{name}` must be contiguous")]
-    NotContiguous { op: &'static str, name: &'static str },
+    NotContiguous {
+        op: &'static str,
+        name: &'static str,
+    },
     /// A tensor does not live on a device this build supports (CPU only).
     #[error("{op}: unsupported device (this build only supports CPU tensors)")]
     Device { op: &'static str },
@@ -133,7 +136,12 @@ pub(crate) fn check<'a>(
     Ok(t.dims())
 }
 
-pub(crate) fn shape_err(op: &'static str, name: &'static str, t: &Tensor, expected: String) -> KernelError {
+pub(crate) fn shape_err(
+    op: &'static str,
+    name: &'static str,
+    t: &Tensor,
+    expected: String,
+) -> KernelError {
     KernelError::Shape {
         op,
         name,
@@ -152,7 +160,9 @@ pub(crate) fn f32_slice<'a>(
         .ok_or_else(|| candle_core::Error::msg("inferd-kernels: non-contiguous operand"))?;
     match s {
         candle_core::CpuStorage::F32(v) => Ok(&v[a..b]),
-        _ => Err(candle_core::Error::msg("inferd-kernels: expected f32 storage")),
+        _ => Err(candle_core::Error::msg(
+            "inferd-kernels: expected f32 storage",
+        )),
     }
 }
 
@@ -166,6 +176,8 @@ pub(crate) fn u32_slice<'a>(
         .ok_or_else(|| candle_core::Error::msg("inferd-kernels: non-contiguous operand"))?;
     match s {
         candle_core::CpuStorage::U32(v) => Ok(&v[a..b]),
-        _ => Err(candle_core::Error::msg("inferd-kernels: expected u32 storage")),
+        _ => Err(candle_core::Error::msg(
+            "inferd-kernels: expected u32 storage",
+        )),
     }
 }

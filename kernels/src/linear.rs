@@ -112,7 +112,9 @@ impl CustomOp2 for Linear {
         let mut out = vec![0f32; m * n];
         match self.isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma if Isa::Avx2Fma.is_supported() => gemm::<avx2::Avx2Fma>(x, w, &mut out, m, n, k),
+            Isa::Avx2Fma if Isa::Avx2Fma.is_supported() => {
+                gemm::<avx2::Avx2Fma>(x, w, &mut out, m, n, k)
+            }
             Isa::Avx2Fma => candle_core::bail!("linear: AVX2/FMA not supported by this CPU"),
             Isa::Scalar => gemm::<Scalar>(x, w, &mut out, m, n, k),
         }
@@ -220,7 +222,7 @@ mod avx2 {
             }
             if super::PF && MR == 1 && p % 16 == 0 {
                 for c in 0..NR {
-                    _mm_prefetch::<_MM_HINT_T0>(w.add((NR + c) * k + p) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(c * k + p + super::PFD) as *const i8);
                 }
             }
             for (r, row) in acc.iter_mut().enumerate() {
@@ -268,8 +270,12 @@ impl OutPtr {
 }
 
 /// Below this many multiply-adds, run on the calling thread.
-const R1: usize = 12;
-const PF: bool = true;
+const MMR: usize = 4;
+const MNR: usize = 3;
+const WIDE: bool = false;
+const PF: bool = false;
+const WARM: bool = true;
+pub(crate) const PFD: usize = 256;
 const PAR_THRESHOLD: usize = 1 << 16;
 
 fn gemm<K: Kernel>(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
@@ -279,7 +285,7 @@ fn gemm<K: Kernel>(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k:
     debug_assert!(x.len() == m * k && w.len() == n * k && out.len() == m * n);
     let threads = rayon::current_num_threads().max(1);
     // Row block of x (~20 KiB, L1-resident) reused by every w tile of a task.
-    let mb = (20 * 1024 / (4 * k.max(1))).clamp(4, 64) / 4 * 4;
+    let mb = (20 * 1024 / (4 * k.max(1))).clamp(MMR, 64) / MMR * MMR;
     // Column block of w per task (~256 KiB, a multiple of 24 = lcm(3, 4, 6, 8)),
     // shrunk until there are a few tasks per thread.
     let mut nb = (256 * 1024 / (4 * k.max(1))).clamp(24, 192) / 24 * 24;
@@ -289,6 +295,27 @@ fn gemm<K: Kernel>(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k:
     let out = OutPtr(out.as_mut_ptr());
     let task = |j0: usize| {
         let j1 = (j0 + nb).min(n);
+        if WARM && m >= MMR {
+            if WARM_PF {
+                for v in w[j0 * k..j1 * k].iter().step_by(16) {
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            v as *const f32 as *const i8,
+                        )
+                    };
+                }
+            } else {
+                let mut acc = [0f32; 8];
+                for c in w[j0 * k..j1 * k].chunks(128) {
+                    for l in 0..8 {
+                        if let Some(v) = c.get(l * 16) {
+                            acc[l] += *v;
+                        }
+                    }
+                }
+                std::hint::black_box(acc);
+            }
+        }
         for i0 in (0..m).step_by(mb) {
             let i1 = (i0 + mb).min(m);
             // SAFETY: tiles stay within rows i0..i1 and columns j0..j1, which
@@ -300,7 +327,9 @@ fn gemm<K: Kernel>(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k:
     if m * n * k < PAR_THRESHOLD || n <= nb {
         (0..n).step_by(nb).for_each(task);
     } else {
-        (0..n.div_ceil(nb)).into_par_iter().for_each(|b| task(b * nb));
+        (0..n.div_ceil(nb))
+            .into_par_iter()
+            .for_each(|b| task(b * nb));
     }
 }
 
@@ -322,27 +351,44 @@ unsafe fn block<K: Kernel>(
     j0: usize,
     j1: usize,
 ) {
-    let full = i0 + (i1 - i0) / 4 * 4;
-    // Main 4×3 tiles: each w tile is loaded once for all row tiles.
+    let full = i0 + (i1 - i0) / MMR * MMR;
     let mut j = j0;
     while j < j1 {
-        let nr = if j + 3 <= j1 { 3 } else { 1 };
-        for i in (i0..full).step_by(4) {
-            let (xp, wp, op) = (x.as_ptr().add(i * k), w.as_ptr().add(j * k), out.add(i * ldo + j));
-            if nr == 3 {
-                K::tile::<4, 3>(xp, wp, k, op, ldo);
+        let nr = if j + MNR <= j1 { MNR } else { 1 };
+        for i in (i0..full).step_by(MMR) {
+            let (xp, wp, op) = (
+                x.as_ptr().add(i * k),
+                w.as_ptr().add(j * k),
+                out.add(i * ldo + j),
+            );
+            if nr == MNR {
+                K::tile::<MMR, MNR>(xp, wp, k, op, ldo);
             } else {
-                K::tile::<4, 1>(xp, wp, k, op, ldo);
+                K::tile::<MMR, 1>(xp, wp, k, op, ldo);
             }
         }
         j += nr;
     }
-    // Leftover rows, with wider w tiles to keep enough FMA chains in flight.
-    match i1 - full {
-        0 => {}
-        1 => row_tiles::<K, 1, R1>(x, w, out, ldo, k, full, j0, j1),
-        2 => row_tiles::<K, 2, 6>(x, w, out, ldo, k, full, j0, j1),
-        _ => row_tiles::<K, 3, 4>(x, w, out, ldo, k, full, j0, j1),
+    if WIDE {
+        match i1 - full {
+            0 => {}
+            1 => row_tiles::<K, 1, 8>(x, w, out, ldo, k, full, j0, j1),
+            2 => row_tiles::<K, 2, 6>(x, w, out, ldo, k, full, j0, j1),
+            3 => row_tiles::<K, 3, 4>(x, w, out, ldo, k, full, j0, j1),
+            _ => unreachable!(),
+        }
+    } else {
+        match i1 - full {
+            0 => {}
+            1 => row_tiles::<K, 1, 1>(x, w, out, ldo, k, full, j0, j1),
+            2 => row_tiles::<K, 2, 1>(x, w, out, ldo, k, full, j0, j1),
+            3 => row_tiles::<K, 3, 1>(x, w, out, ldo, k, full, j0, j1),
+            4 => row_tiles::<K, 4, 1>(x, w, out, ldo, k, full, j0, j1),
+            5 => row_tiles::<K, 5, 1>(x, w, out, ldo, k, full, j0, j1),
+            6 => row_tiles::<K, 6, 1>(x, w, out, ldo, k, full, j0, j1),
+            7 => row_tiles::<K, 7, 1>(x, w, out, ldo, k, full, j0, j1),
+            _ => unreachable!(),
+        }
     }
 }
 

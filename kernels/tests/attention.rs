@@ -15,7 +15,14 @@ struct Batch {
     scale: f32,
 }
 
-fn build(rng: &mut Rng, h: usize, kv: usize, d: usize, bs: usize, seqs: &[(usize, usize)]) -> Batch {
+fn build(
+    rng: &mut Rng,
+    h: usize,
+    kv: usize,
+    d: usize,
+    bs: usize,
+    seqs: &[(usize, usize)],
+) -> Batch {
     let needed: Vec<usize> = seqs.iter().map(|&(ctx, _)| ctx.div_ceil(bs)).collect();
     let max_blocks = needed.iter().copied().max().unwrap_or(0) + 1;
     let num_blocks = needed.iter().sum::<usize>() + 3;
@@ -75,7 +82,14 @@ fn check_case(seed: u64, h: usize, kv: usize, d: usize, bs: usize, seqs: &[(usiz
 #[test]
 fn gqa_block16_mixed_prefill_chunked_decode() {
     // full prefill, decode, chunked prefill, q_len = 0, exact block multiple
-    check_case(1, 6, 2, 64, 16, &[(37, 37), (50, 1), (70, 20), (5, 0), (16, 16)]);
+    check_case(
+        1,
+        6,
+        2,
+        64,
+        16,
+        &[(37, 37), (50, 1), (70, 20), (5, 0), (16, 16)],
+    );
 }
 
 #[test]
@@ -151,11 +165,29 @@ fn invalid_arguments_are_typed_errors() {
     let mut bad = b.block_tables.clone();
     bad[1][0] = 1000;
     let e = call(&bad, &b.seqs, &b.query);
-    assert!(matches!(e, Err(KernelError::OutOfRange { name: "block_tables", .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Err(KernelError::OutOfRange {
+                name: "block_tables",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     let e = call(&b.block_tables, &[(6, 2), (0, 1)], &b.query);
     assert!(matches!(e, Err(KernelError::Invalid { .. })), "{e:?}");
     let e = call(&b.block_tables, &[(6, 2), (100, 1)], &b.query);
-    assert!(matches!(e, Err(KernelError::OutOfRange { name: "context_lens", .. })), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Err(KernelError::OutOfRange {
+                name: "context_lens",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     let e = call(&b.block_tables, &[(6, 1), (3, 1)], &b.query);
     assert!(matches!(e, Err(KernelError::Invalid { .. })), "{e:?}");
     let q5 = b.query.narrow(1, 0, 5).unwrap().contiguous().unwrap();
@@ -163,5 +195,8 @@ fn invalid_arguments_are_typed_errors() {
     assert!(matches!(e, Err(KernelError::Invalid { .. })), "{e:?}");
     let qt = b.query.narrow(1, 0, 4).unwrap();
     let e = call(&b.block_tables, &b.seqs, &qt);
-    assert!(matches!(e, Err(KernelError::NotContiguous { name: "query", .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(KernelError::NotContiguous { name: "query", .. })),
+        "{e:?}"
+    );
 }

@@ -1,9 +1,9 @@
 mod common;
 
+use candle_core::Device;
 use candle_core::{DType, Tensor};
 use common::{assert_close, randn, Rng};
 use inferd_kernels::{reshape_and_cache, reshape_and_cache_slow, KernelError};
-use candle_core::Device;
 
 fn case(num_blocks: usize, block_size: usize, kv: usize, d: usize, tokens: usize, seed: u64) {
     let mut rng = Rng::new(seed);
@@ -45,7 +45,17 @@ fn out_of_range_slot_is_rejected() {
     let k = randn(&mut rng, &[2, 1, 8]);
     let sm = Tensor::new(&[3u32, 8], &Device::Cpu).unwrap();
     let err = reshape_and_cache(&k, &k, &kc, &vc, &sm).unwrap_err();
-    assert!(matches!(err, KernelError::OutOfRange { index: 1, value: 8, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            KernelError::OutOfRange {
+                index: 1,
+                value: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(before, kc.to_vec3::<f32>().ok());
 }
 
@@ -59,13 +69,34 @@ fn bad_arguments_are_typed_errors() {
     assert!(matches!(e, Err(KernelError::DType { name: "key", .. })));
     let kc4 = randn(&mut rng, &[2, 4, 2, 4]);
     let e = reshape_and_cache(&k, &k, &kc4, &kc, &sm);
-    assert!(matches!(e, Err(KernelError::Shape { name: "key_cache", .. })));
-    let kt = k.transpose(0, 1).unwrap().contiguous().unwrap().transpose(0, 1).unwrap();
+    assert!(matches!(
+        e,
+        Err(KernelError::Shape {
+            name: "key_cache",
+            ..
+        })
+    ));
+    let kt = k
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
     let e = reshape_and_cache(&kt, &k, &kc, &kc, &sm);
-    assert!(matches!(e, Err(KernelError::NotContiguous { name: "key", .. })));
+    assert!(matches!(
+        e,
+        Err(KernelError::NotContiguous { name: "key", .. })
+    ));
     let sm3 = Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap();
     let e = reshape_and_cache(&k, &k, &kc, &kc, &sm3);
-    assert!(matches!(e, Err(KernelError::Shape { name: "slot_mapping", .. })));
+    assert!(matches!(
+        e,
+        Err(KernelError::Shape {
+            name: "slot_mapping",
+            ..
+        })
+    ));
     let e: candle_core::Error = KernelError::Device { op: "test" }.into();
     assert!(e.to_string().contains("device"));
 }

@@ -26,7 +26,10 @@ fn fast_matches_slow() {
                     let fast = linear_with(&x, &w, isa).unwrap();
                     assert_close(&fast, &slow, 1e-4);
                 }
-                assert_bitwise(&linear(&x, &w).unwrap(), &linear_with(&x, &w, Isa::detect()).unwrap());
+                assert_bitwise(
+                    &linear(&x, &w).unwrap(),
+                    &linear_with(&x, &w, Isa::detect()).unwrap(),
+                );
             }
         }
     }
@@ -85,13 +88,25 @@ fn invalid_arguments_are_typed_errors() {
     let x = randn(&mut rng, &[3, 8]);
     let w = randn(&mut rng, &[4, 8]);
     let e = linear(&x, &randn(&mut rng, &[4, 9]));
-    assert!(matches!(e, Err(KernelError::Shape { name: "w", .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(KernelError::Shape { name: "w", .. })),
+        "{e:?}"
+    );
     let e = linear(&x.to_dtype(DType::BF16).unwrap(), &w);
-    assert!(matches!(e, Err(KernelError::DType { name: "x", .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(KernelError::DType { name: "x", .. })),
+        "{e:?}"
+    );
     let e = linear(&x.t().unwrap(), &randn(&mut rng, &[4, 3]));
-    assert!(matches!(e, Err(KernelError::NotContiguous { name: "x", .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(KernelError::NotContiguous { name: "x", .. })),
+        "{e:?}"
+    );
     let e = linear(&x.unsqueeze(0).unwrap(), &w);
-    assert!(matches!(e, Err(KernelError::Shape { name: "x", .. })), "{e:?}");
+    assert!(
+        matches!(e, Err(KernelError::Shape { name: "x", .. })),
+        "{e:?}"
+    );
     // A non-zero start offset is fine.
     let rows = linear(&x.narrow(0, 1, 2).unwrap(), &w).unwrap();
     assert_bitwise(&rows, &linear(&x, &w).unwrap().narrow(0, 1, 2).unwrap());
@@ -104,7 +119,7 @@ fn ns_per_call(f: &dyn Fn() -> Tensor) -> f64 {
     }
     let start = Instant::now();
     let mut best = f64::INFINITY;
-    while start.elapsed().as_secs_f64() < 1.0 {
+    while start.elapsed().as_secs_f64() < 0.4 {
         let t = Instant::now();
         for _ in 0..10 {
             f();
@@ -120,33 +135,31 @@ fn ns_per_call(f: &dyn Fn() -> Tensor) -> f64 {
 fn linear_speed() {
     let mut rng = Rng::new(5);
     let (n, k) = (1536, 576);
-    let w = randn(&mut rng, &[n, k]);
-    println!("isa: {:?}, rayon threads: {}", Isa::detect(), rayon::current_num_threads());
-    for m in [1, 16, 64] {
+    // 24 weights (~85 MiB) cycled so that they cannot stay in cache ("cold").
+    let ws: Vec<Tensor> = (0..24).map(|_| randn(&mut rng, &[n, k])).collect();
+    let next = std::cell::Cell::new(0);
+    let cold = |f: &dyn Fn(&Tensor) -> Tensor| {
+        ns_per_call(&|| {
+            next.set((next.get() + 1) % ws.len());
+            f(&ws[next.get()])
+        })
+    };
+    println!(
+        "isa {:?}, rayon threads {}, n={n} k={k}, ns per call",
+        Isa::detect(),
+        rayon::current_num_threads()
+    );
+    println!("   m   linear(hot)  linear(cold)  slow(hot)  slow(cold)  scalar(hot)");
+    for m in [1, 2, 3, 4, 8, 16, 64] {
         let x = randn(&mut rng, &[m, k]);
-        let fast = ns_per_call(&|| linear(&x, &w).unwrap());
-        let scalar = ns_per_call(&|| linear_with(&x, &w, Isa::Scalar).unwrap());
-        let slow = ns_per_call(&|| linear_slow(&x, &w).unwrap());
-        let gflops = 2.0 * (m * n * k) as f64 / fast;
+        let w = &ws[0];
+        let hot = ns_per_call(&|| linear(&x, w).unwrap());
+        let hot_slow = ns_per_call(&|| linear_slow(&x, w).unwrap());
+        let hot_scalar = ns_per_call(&|| linear_with(&x, w, Isa::Scalar).unwrap());
+        let cold_fast = cold(&|w| linear(&x, w).unwrap());
+        let cold_slow = cold(&|w| linear_slow(&x, w).unwrap());
         println!(
-            "m={m:3} n={n} k={k}: linear {:9.0} ns ({gflops:5.1} GFLOP/s)  scalar {:9.0} ns  linear_slow {:9.0} ns  slow/fast {:.2}x",
-            fast,
-            scalar,
-            slow,
-            slow / fast
+            "{m:4} {hot:12.0} {cold_fast:13.0} {hot_slow:10.0} {cold_slow:11.0} {hot_scalar:12.0}"
         );
     }
-    // Decode with weights that cannot stay in cache: cycle over ~96 MiB.
-    let ws: Vec<Tensor> = (0..24).map(|_| randn(&mut rng, &[n, k])).collect();
-    let x = randn(&mut rng, &[1, k]);
-    let next = std::cell::Cell::new(0);
-    let cold = ns_per_call(&|| {
-        next.set((next.get() + 1) % ws.len());
-        linear(&x, &ws[next.get()]).unwrap()
-    });
-    let cold_slow = ns_per_call(&|| {
-        next.set((next.get() + 1) % ws.len());
-        linear_slow(&x, &ws[next.get()]).unwrap()
-    });
-    println!("m=  1 n={n} k={k}: linear {cold:9.0} ns  linear_slow {cold_slow:9.0} ns  (cold weights)");
 }

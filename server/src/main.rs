@@ -17,7 +17,10 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { models } => {
             let catalog = inferd::config::load_catalog(&models)?;
             for m in &catalog.models {
-                println!("{}: {:?} (dequantize = {}) {:?}", m.id, m.source, m.dequantize, m.limits);
+                println!(
+                    "{}: {:?} (dequantize = {}) {:?}",
+                    m.id, m.source, m.dequantize, m.limits
+                );
             }
             println!("{}: ok ({} models)", models.display(), catalog.models.len());
             Ok(())

@@ -150,7 +150,10 @@ pub async fn start_with_catalog(catalog: &str, model: &str, o: &ServerOptions) -
         .arg(o.max_body_bytes.to_string())
         .arg("--drain-timeout-secs")
         .arg(o.drain_timeout_secs.to_string())
-        .env("RUST_LOG", std::env::var("INFERD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("INFERD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -44,11 +44,20 @@ fn argmax(row: &[f32]) -> u32 {
 
 /// Greedy-decodes all prompts together through inferd's batched paged forward.
 /// Returns, per prompt, the first-step logits and the generated tokens.
-pub fn ours_batched(model: &dyn CausalLm, prompts: &[Vec<u32>], steps: usize) -> Vec<(Vec<f32>, Vec<u32>)> {
+pub fn ours_batched(
+    model: &dyn CausalLm,
+    prompts: &[Vec<u32>],
+    steps: usize,
+) -> Vec<(Vec<f32>, Vec<u32>)> {
     let block_size = 16;
     let per_seq = (prompts.iter().map(Vec::len).max().unwrap_or(0) + steps).div_ceil(block_size);
-    let cache = KvCache::new(model.shape(), per_seq * prompts.len(), block_size, &Device::Cpu)
-        .expect("kv cache");
+    let cache = KvCache::new(
+        model.shape(),
+        per_seq * prompts.len(),
+        block_size,
+        &Device::Cpu,
+    )
+    .expect("kv cache");
     // Scatter blocks: sequence i gets blocks i, i + n, i + 2n, ... (non-contiguous on purpose).
     let n = prompts.len() as u32;
     let tables: Vec<Vec<u32>> = (0..n)
@@ -79,6 +88,34 @@ pub fn ours_batched(model: &dyn CausalLm, prompts: &[Vec<u32>], steps: usize) ->
 
 /// Greedy-decodes one prompt with candle-transformers' `quantized_llama`.
 pub fn reference(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
+    let r = reference_run(path, prompt, steps);
+    (r.first_logits, r.tokens)
+}
+
+/// What the reference did for one prompt.
+pub struct ReferenceRun {
+    pub first_logits: Vec<f32>,
+    pub tokens: Vec<u32>,
+    /// Per step: how far the chosen logit is above the runner-up.
+    pub margins: Vec<f32>,
+}
+
+/// Top-1 minus top-2 logit.
+pub fn margin(row: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in row {
+        if v > a {
+            b = a;
+            a = v;
+        } else if v > b {
+            b = v;
+        }
+    }
+    a - b
+}
+
+/// Greedy-decodes one prompt with candle-transformers' `quantized_llama`, keeping margins.
+pub fn reference_run(path: &Path, prompt: &[u32], steps: usize) -> ReferenceRun {
     let mut file = File::open(path).expect("open gguf");
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).expect("gguf");
     let mut model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).expect("reference");
@@ -86,6 +123,7 @@ pub fn reference(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u3
     let input = Tensor::new(prompt, &dev).unwrap().unsqueeze(0).unwrap();
     let mut logits = model.forward(&input, 0).expect("forward");
     let mut first = None;
+    let mut margins = Vec::with_capacity(steps);
     let mut out = Vec::with_capacity(steps);
     let mut pos = prompt.len();
     for _ in 0..steps {
@@ -94,16 +132,24 @@ pub fn reference(path: &Path, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u3
             first = Some(row.clone());
         }
         let next = argmax(&row);
+        margins.push(margin(&row));
         out.push(next);
         let input = Tensor::new(&[next], &dev).unwrap().unsqueeze(0).unwrap();
         logits = model.forward(&input, pos).expect("forward");
         pos += 1;
     }
-    (first.unwrap_or_default(), out)
+    ReferenceRun {
+        first_logits: first.unwrap_or_default(),
+        tokens: out,
+        margins,
+    }
 }
 
 /// Largest absolute difference between two logit rows.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -6,8 +6,22 @@ use inferd_tests::{client, start_default_server, Server};
 use serde_json::{json, Value};
 
 const TOPICS: [&str; 16] = [
-    "the moon", "bread", "rivers", "chess", "volcanoes", "music", "bees", "glass",
-    "winter", "trains", "coffee", "maps", "owls", "paper", "rain", "bridges",
+    "the moon",
+    "bread",
+    "rivers",
+    "chess",
+    "volcanoes",
+    "music",
+    "bees",
+    "glass",
+    "winter",
+    "trains",
+    "coffee",
+    "maps",
+    "owls",
+    "paper",
+    "rain",
+    "bridges",
 ];
 
 async fn greedy_chat(server: &Server, topic: &str) -> (String, u64) {
@@ -43,7 +57,10 @@ async fn sixteen_concurrent_requests_match_each_request_alone() {
     let together = join_all(TOPICS.iter().map(|t| greedy_chat(&server, t))).await;
     for (i, t) in TOPICS.iter().enumerate() {
         assert!(!alone[i].0.is_empty(), "{t}: empty output");
-        assert_eq!(together[i], alone[i], "{t}: batched output differs from alone");
+        assert_eq!(
+            together[i], alone[i],
+            "{t}: batched output differs from alone"
+        );
     }
     let distinct: std::collections::HashSet<_> = alone.iter().map(|a| &a.0).collect();
     assert!(distinct.len() > 8, "prompts should give different outputs");

@@ -10,7 +10,11 @@ use inferd_tests::oracle::load_ours;
 use inferd_tests::smollm2_gguf;
 use tokio::sync::mpsc;
 
-fn request(id: &str, prompt: Vec<u32>, max_tokens: usize) -> (GenerationRequest, mpsc::Receiver<TokenEvent>) {
+fn request(
+    id: &str,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+) -> (GenerationRequest, mpsc::Receiver<TokenEvent>) {
     let (tx, rx) = mpsc::channel(max_tokens + 2);
     let sampling = SamplingParams {
         temperature: 0.0,
@@ -34,7 +38,10 @@ fn request(id: &str, prompt: Vec<u32>, max_tokens: usize) -> (GenerationRequest,
 async fn request_arriving_mid_decode_joins_the_running_batch() {
     let loaded = load_ours(&smollm2_gguf(), true);
     let eos = loaded.tokenizer.eos_token_ids.clone();
-    let prompt = loaded.tokenizer.encode("Count slowly from one to one hundred:").unwrap();
+    let prompt = loaded
+        .tokenizer
+        .encode("Count slowly from one to one hundred:")
+        .unwrap();
     let cfg = EngineConfig {
         max_num_seqs: 8,
         max_num_batched_tokens: 512,
@@ -44,7 +51,13 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
         max_waiting: 8,
         eos_token_ids: eos,
     };
-    let cache = KvCache::new(loaded.model.shape(), cfg.num_blocks, cfg.block_size, &Device::Cpu).unwrap();
+    let cache = KvCache::new(
+        loaded.model.shape(),
+        cfg.num_blocks,
+        cfg.block_size,
+        &Device::Cpu,
+    )
+    .unwrap();
     let handle = engine::spawn(Box::new(loaded.model), cache, cfg).unwrap();
 
     const A_TOKENS: usize = 96;
@@ -67,7 +80,10 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
             TokenEvent::Error(e) => panic!("{e}"),
         }
     }
-    assert!(!a_finished, "B had to wait for A to finish: no continuous batching");
+    assert!(
+        !a_finished,
+        "B had to wait for A to finish: no continuous batching"
+    );
     assert!(
         a_seen < A_TOKENS / 2,
         "B's first token came only after A produced {a_seen} tokens"
@@ -77,7 +93,10 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
     loop {
         match b_rx.recv().await.expect("b event") {
             TokenEvent::Token(_) => b_count += 1,
-            TokenEvent::Finished { completion_tokens, reason } => {
+            TokenEvent::Finished {
+                completion_tokens,
+                reason,
+            } => {
                 assert_eq!(completion_tokens, 4);
                 assert_eq!(reason, engine::FinishReason::Length);
                 break;
@@ -89,7 +108,9 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
     loop {
         match a_rx.recv().await.expect("a event") {
             TokenEvent::Token(_) => a_seen += 1,
-            TokenEvent::Finished { completion_tokens, .. } => {
+            TokenEvent::Finished {
+                completion_tokens, ..
+            } => {
                 assert_eq!(completion_tokens, A_TOKENS);
                 break;
             }

@@ -24,7 +24,10 @@ fn dequantized_batched_forward_matches_dequantized_reference() {
         let diff = max_abs_diff(&got[i].0, &ref_logits);
         let scale = ref_logits.iter().fold(0f32, |m, v| m.max(v.abs()));
         eprintln!("prompt {i}: first-step max |Δlogit| = {diff:.2e} (max |logit| {scale:.1})");
-        assert!(diff < 1e-3 * scale.max(1.0), "prompt {i}: logits differ by {diff}");
+        assert!(
+            diff < 1e-3 * scale.max(1.0),
+            "prompt {i}: logits differ by {diff}"
+        );
         assert_eq!(got[i].1, ref_tokens, "prompt {i} ({:?})", PROMPTS[i]);
     }
 }

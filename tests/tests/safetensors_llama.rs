@@ -44,17 +44,57 @@ fn random_weights(dtype: DType) -> HashMap<String, Tensor> {
         let t = Tensor::randn(0f32, std as f32, shape, &dev).unwrap();
         w.insert(name, t.to_dtype(dtype).unwrap());
     };
-    put(&mut w, "model.embed_tokens.weight".into(), &[VOCAB, HIDDEN], 1.0);
+    put(
+        &mut w,
+        "model.embed_tokens.weight".into(),
+        &[VOCAB, HIDDEN],
+        1.0,
+    );
     put(&mut w, "lm_head.weight".into(), &[VOCAB, HIDDEN], 0.2);
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
-        put(&mut w, format!("{p}.self_attn.q_proj.weight"), &[HEADS * head_dim, HIDDEN], 0.2);
-        put(&mut w, format!("{p}.self_attn.k_proj.weight"), &[KV_HEADS * head_dim, HIDDEN], 0.2);
-        put(&mut w, format!("{p}.self_attn.v_proj.weight"), &[KV_HEADS * head_dim, HIDDEN], 0.2);
-        put(&mut w, format!("{p}.self_attn.o_proj.weight"), &[HIDDEN, HEADS * head_dim], 0.2);
-        put(&mut w, format!("{p}.mlp.gate_proj.weight"), &[INTER, HIDDEN], 0.2);
-        put(&mut w, format!("{p}.mlp.up_proj.weight"), &[INTER, HIDDEN], 0.2);
-        put(&mut w, format!("{p}.mlp.down_proj.weight"), &[HIDDEN, INTER], 0.2);
+        put(
+            &mut w,
+            format!("{p}.self_attn.q_proj.weight"),
+            &[HEADS * head_dim, HIDDEN],
+            0.2,
+        );
+        put(
+            &mut w,
+            format!("{p}.self_attn.k_proj.weight"),
+            &[KV_HEADS * head_dim, HIDDEN],
+            0.2,
+        );
+        put(
+            &mut w,
+            format!("{p}.self_attn.v_proj.weight"),
+            &[KV_HEADS * head_dim, HIDDEN],
+            0.2,
+        );
+        put(
+            &mut w,
+            format!("{p}.self_attn.o_proj.weight"),
+            &[HIDDEN, HEADS * head_dim],
+            0.2,
+        );
+        put(
+            &mut w,
+            format!("{p}.mlp.gate_proj.weight"),
+            &[INTER, HIDDEN],
+            0.2,
+        );
+        put(
+            &mut w,
+            format!("{p}.mlp.up_proj.weight"),
+            &[INTER, HIDDEN],
+            0.2,
+        );
+        put(
+            &mut w,
+            format!("{p}.mlp.down_proj.weight"),
+            &[HIDDEN, INTER],
+            0.2,
+        );
         for n in ["input_layernorm", "post_attention_layernorm"] {
             let t = (Tensor::randn(0f32, 0.1, HIDDEN, &dev).unwrap() + 1.0).unwrap();
             w.insert(format!("{p}.{n}.weight"), t.to_dtype(dtype).unwrap());
@@ -75,7 +115,10 @@ fn write_tokenizer(dir: &Path) {
     for (i, c) in alphabet.iter().enumerate() {
         vocab.insert(c.to_string(), i as u32);
     }
-    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, vec![])
+        .build()
+        .unwrap();
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tok.with_decoder(Some(ByteLevel::default()));
@@ -144,7 +187,9 @@ fn random_llama_in_safetensors_matches_candle_transformers_llama() {
         let ours = load_ours(&dir.0, false);
         let prompts: Vec<Vec<u32>> = vec![
             ours.tokenizer.encode("hello paged world").unwrap(),
-            ours.tokenizer.encode("a longer prompt that spans more than one block of sixteen").unwrap(),
+            ours.tokenizer
+                .encode("a longer prompt that spans more than one block of sixteen")
+                .unwrap(),
             vec![5, 9, 200],
         ];
         let got = ours_batched(&ours.model, &prompts, 12);
@@ -152,7 +197,10 @@ fn random_llama_in_safetensors_matches_candle_transformers_llama() {
             let (ref_logits, ref_tokens) = reference_greedy(&dir.0, p, 12);
             let diff = max_abs_diff(&got[i].0, &ref_logits);
             assert!(diff < 1e-3, "{dtype:?} prompt {i}: logits differ by {diff}");
-            assert_eq!(got[i].1, ref_tokens, "{dtype:?} prompt {i}: greedy tokens differ");
+            assert_eq!(
+                got[i].1, ref_tokens,
+                "{dtype:?} prompt {i}: greedy tokens differ"
+            );
         }
         // The model's own chat template came from tokenizer_config.json.
         let t = ours.chat_template.as_ref().expect("chat template");

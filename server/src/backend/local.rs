@@ -53,7 +53,8 @@ impl LocalBackend {
     }
 
     fn tokenize(&self, prompt: &Prompt) -> Result<(Vec<u32>, &'static str), BackendError> {
-        let internal = |e: &dyn std::fmt::Display| BackendError::Internal(format!("tokenizer: {e}"));
+        let internal =
+            |e: &dyn std::fmt::Display| BackendError::Internal(format!("tokenizer: {e}"));
         match prompt {
             Prompt::Chat(messages) => {
                 let template = self.template.as_ref().ok_or_else(|| {
@@ -83,7 +84,9 @@ impl LocalBackend {
                 let vocab = self.tokenizer.vocab_size() as u32;
                 if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
                     return Err(Self::invalid(
-                        format!("Token id {bad} is out of range: the vocabulary has {vocab} tokens."),
+                        format!(
+                            "Token id {bad} is out of range: the vocabulary has {vocab} tokens."
+                        ),
                         "prompt",
                     ));
                 }
@@ -267,7 +270,10 @@ impl Backend for LocalBackend {
         vec![self.card.clone()]
     }
 
-    fn generate(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, BackendError>> {
+    fn generate(
+        &self,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<Generation, BackendError>> {
         Box::pin(async move { self.admit(request) })
     }
 

@@ -105,7 +105,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Admit one generation. Returns once the backend has accepted (or refused) the
     /// request, before any token: the API picks its response status from this result.
-    fn generate(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, BackendError>>;
+    fn generate(&self, request: GenerateRequest)
+        -> BoxFuture<'_, Result<Generation, BackendError>>;
 
     /// Whether the backend can take requests now (`/ready`).
     fn is_ready(&self) -> bool;

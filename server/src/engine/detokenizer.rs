@@ -1,8 +1,6 @@
-//! Incremental detokenization and stop-string matching.
-//!
-//! [`IncrementalDetokenizer`] turns sampled token ids into text without ever emitting half a
-//! UTF-8 character; [`StopMatcher`] finds stop strings across token boundaries and holds back
-//! text that might still become one, so a stop string is never emitted.
+//! Incremental detokenization that never emits half a UTF-8 character
+//! ([`IncrementalDetokenizer`]), and stop strings matched across token boundaries and never
+//! emitted ([`StopMatcher`]).
 
 use std::sync::Arc;
 
@@ -19,14 +17,13 @@ pub enum DetokenizeError {
 /// bytes or are literal, and waiting longer would only grow the decode window.
 const MAX_PENDING_TOKENS: usize = 8;
 
-/// Turns a stream of token ids into a stream of text, one sequence at a time.
-///
-/// The "prefix offset / read offset" algorithm (vLLM, TGI): each step decodes
-/// `ids[prefix..]` and `ids[prefix..read]` and emits the difference once it does not end in
-/// U+FFFD (the mark of an incomplete UTF-8 sequence from byte-level BPE or byte fallback).
-/// Decoding a few earlier tokens as context keeps decoders that strip or join across tokens
-/// (leading spaces, byte merges) right. Only the tokens since the last emission (plus that
-/// emission's tokens) are kept and decoded, so each step costs O(1) in the output length.
+/// Turns a stream of token ids into a stream of text, one sequence at a time, with the
+/// "prefix offset / read offset" algorithm of vLLM and TGI: each step decodes `ids[prefix..]`
+/// and `ids[prefix..read]` and emits the difference once it does not end in U+FFFD (an
+/// incomplete UTF-8 sequence from byte-level BPE or byte fallback). The previous emission's
+/// tokens are decoded as context (leading spaces, merges); older ones are dropped, so a step
+/// costs O(1) in the output length.
+#[derive(Debug)]
 pub struct IncrementalDetokenizer {
     tokenizer: Arc<tokenizers::Tokenizer>,
     skip_special_tokens: bool,
@@ -50,13 +47,7 @@ impl IncrementalDetokenizer {
     /// returns an incomplete character. On error the token is not consumed.
     pub fn push(&mut self, token: u32) -> Result<String, DetokenizeError> {
         self.ids.push(token);
-        match self.step(false) {
-            Ok(text) => Ok(text),
-            Err(e) => {
-                self.ids.pop();
-                Err(e)
-            }
-        }
+        self.step(false).inspect_err(|_| _ = self.ids.pop())
     }
 
     /// Returns whatever is still held back at the end of the sequence. A trailing
@@ -72,7 +63,7 @@ impl IncrementalDetokenizer {
 
     fn decode(&self, ids: &[u32]) -> Result<String, DetokenizeError> {
         if ids.is_empty() {
-            return Ok(String::new());
+            return Ok(String::new()); // not every decoder is happy with no tokens
         }
         self.tokenizer
             .decode(ids, self.skip_special_tokens)
@@ -187,13 +178,9 @@ impl Stop {
 impl StopMatcher {
     /// A matcher for `stops`; empty strings are ignored.
     pub fn new(stops: Vec<String>) -> Self {
-        let stops = stops
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| Stop::new(s.into_bytes()))
-            .collect();
+        let stops = stops.into_iter().filter(|s| !s.is_empty());
         Self {
-            stops,
+            stops: stops.map(|s| Stop::new(s.into_bytes())).collect(),
             held: String::new(),
             stopped: false,
         }
@@ -259,51 +246,36 @@ mod tests {
     fn tokenizer() -> Arc<Tokenizer> {
         let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
         alphabet.sort_unstable();
-        let mut vocab: Vocab = (0..)
-            .zip(&alphabet)
-            .map(|(i, c)| (c.to_string(), i))
-            .collect();
-        let merges: Vec<(String, String)> = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w")]
-            .iter()
-            .map(|&(a, b)| (a.to_owned(), b.to_owned()))
-            .collect();
+        let mut vocab: Vocab = alphabet.iter().map(|c| c.to_string()).zip(0..).collect();
+        let merges = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w")];
+        let merges: Vec<_> = merges.map(|(a, b)| (a.to_owned(), b.to_owned())).into();
         for (a, b) in &merges {
             vocab.insert(format!("{a}{b}"), vocab.len() as u32);
         }
         let mut tok = Tokenizer::new(BPE::new(vocab, merges));
         tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         tok.with_decoder(Some(ByteLevel::default()));
-        assert_eq!(
-            tok.add_special_tokens([AddedToken::from("<eos>", true)])
-                .unwrap(),
-            1
-        );
+        tok.add_special_tokens([AddedToken::from("<eos>", true)])
+            .unwrap();
         Arc::new(tok)
     }
 
-    fn encode(tok: &Tokenizer, text: &str) -> Vec<u32> {
-        tok.encode(text, false).unwrap().get_ids().to_vec()
-    }
-
-    /// Pushes every id; returns the pushes' outputs and `finish`'s.
+    /// Pushes every id (the window must stay bounded); returns the pushes' outputs and
+    /// `finish`'s.
     fn stream(tok: &Arc<Tokenizer>, ids: &[u32], skip: bool) -> (Vec<String>, String) {
         let mut d = IncrementalDetokenizer::new(tok.clone(), skip);
         let pushed = ids.iter().map(|&id| d.push(id).unwrap()).collect();
-        assert!(d.ids.len() <= 2 * MAX_PENDING_TOKENS, "window not bounded");
+        assert!(d.ids.len() <= 2 * MAX_PENDING_TOKENS);
         (pushed, d.finish().unwrap())
     }
 
     #[test]
     fn multibyte_chars_are_emitted_whole() {
         let tok = tokenizer();
-        let eos = tok.token_to_id("<eos>").unwrap();
         let text = "hello world: caf\u{e9} 5\u{20ac} \u{1f980}\u{1f980}! \u{4e2d}\u{6587}";
-        let mut ids = encode(&tok, text);
-        ids.insert(3, eos);
-        assert!(
-            ids.len() > text.chars().count(),
-            "multi-token chars expected"
-        );
+        let mut ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert!(ids.len() > text.chars().count() + 5); // many multi-token chars
+        ids.insert(3, tok.token_to_id("<eos>").unwrap());
         for skip in [true, false] {
             let (pushed, rest) = stream(&tok, &ids, skip);
             assert!(pushed.iter().all(|p| !p.contains('\u{FFFD}')), "{pushed:?}");
@@ -311,13 +283,8 @@ mod tests {
             assert_eq!(all, tok.decode(&ids, skip).unwrap());
             assert_eq!(all.replace("<eos>", ""), text);
         }
-    }
-
-    #[test]
-    fn emoji_over_four_tokens_comes_out_once_on_its_last_byte() {
-        let tok = tokenizer();
-        let ids = encode(&tok, "a\u{1f980}b");
-        assert_eq!(ids.len(), 6);
+        // An emoji over 4 tokens comes out once, whole, on its last byte.
+        let ids = tok.encode("a\u{1f980}b", false).unwrap().get_ids().to_vec();
         let (pushed, rest) = stream(&tok, &ids, true);
         assert_eq!(pushed, ["a", "", "", "", "\u{1f980}", "b"]);
         assert_eq!(rest, "");
@@ -326,17 +293,13 @@ mod tests {
     #[test]
     fn truncated_and_invalid_bytes() {
         let tok = tokenizer();
-        let crab = encode(&tok, "\u{1f980}");
-        // A sequence cut inside a character: finish shows it as the full decode does.
+        let crab = tok.encode("\u{1f980}", false).unwrap().get_ids().to_vec();
+        // Cut inside a character: `finish` shows it as the full decode does.
         let (pushed, rest) = stream(&tok, &crab[..2], true);
-        assert_eq!(
-            (pushed.concat(), rest.as_str()),
-            (String::new(), "\u{FFFD}")
-        );
-        // Invalid bytes (0xFF) are released after MAX_PENDING_TOKENS; a character that
-        // follows them is still emitted whole.
-        let ff = tok.token_to_id("\u{ff}").unwrap(); // byte-level symbol of byte 0xFF
-        let mut ids = vec![ff; 10];
+        assert_eq!(pushed.concat() + "|" + &rest, "|\u{FFFD}");
+        // Invalid bytes (0xFF) are released after MAX_PENDING_TOKENS tokens, here while a
+        // character is half-way through: it still comes out whole.
+        let mut ids = vec![tok.token_to_id("\u{ff}").unwrap(); 6]; // the symbol of 0xFF
         ids.extend(&crab);
         let (pushed, rest) = stream(&tok, &ids, true);
         assert!(!pushed[..MAX_PENDING_TOKENS].concat().is_empty());
@@ -344,75 +307,38 @@ mod tests {
         assert!(pushed.concat().ends_with('\u{1f980}'));
     }
 
-    fn push_all(m: &mut StopMatcher, parts: &[&str]) -> Vec<StopOutcome> {
-        parts.iter().map(|p| m.push(p)).collect()
+    /// `/`-separated stops and pushes; `want` lists each push's output (`!` appended when it
+    /// stopped), then `finish`'s.
+    fn check(stops: &str, pushes: &str, want: &str) {
+        let mut m = StopMatcher::new(stops.split('/').map(String::from).collect());
+        let mut out: Vec<String> = pushes
+            .split('/')
+            .map(|p| match m.push(p) {
+                StopOutcome::Continue(text) => text,
+                StopOutcome::Stopped(text) => text + "!",
+            })
+            .collect();
+        out.push(m.finish());
+        assert_eq!(out.join("/"), want, "stops {stops:?}, pushes {pushes:?}");
     }
 
-    use StopOutcome::{Continue as C, Stopped as S};
-
     #[test]
-    fn stop_across_pushes_is_never_emitted() {
-        let mut m = StopMatcher::new(vec!["###".into()]);
-        let out = push_all(&mut m, &["Hi #", "#", "# there"]);
-        assert_eq!(out, [C("Hi ".into()), C("".into()), S("".into())]);
-        assert_eq!(m.push("more"), S("".into()));
-        assert_eq!(m.finish(), "");
-    }
-
-    #[test]
-    fn diverging_partial_match_is_released() {
-        let mut m = StopMatcher::new(vec!["###".into(), String::new()]);
-        let out = push_all(&mut m, &["x#", "#", "a", "#"]);
-        assert_eq!(
-            out,
-            [C("x".into()), C("".into()), C("##a".into()), C("".into())]
+    fn stop_strings() {
+        check("###", "Hi #/#/# there/more", "Hi //!/!/"); // across pushes, never emitted
+        check("###/", "x#/#/a/#", "x//##a//#"); // a diverging partial match is released
+        check("world/lo w", "hello world", "hel!/"); // the earliest occurrence wins
+        check("bc/abcd", "zabcd", "z!/");
+        check("abcd/bc", "zab/c/d", "z/a!/!/"); // an incomplete earlier one does not
+        check("abc/ab", "xa/bc", "x/!/"); // overlapping prefixes
+        check("aab", "a/a/a/b.", "//a/!/"); // self-overlapping
+        check("<|end|>", "<|end|>tail", "!/"); // at the very start
+        check(
+            "\u{1f980}x",
+            "caf\u{e9}\u{1f980}/y\u{1f980}/x",
+            "caf\u{e9}/\u{1f980}y/!/",
         );
-        assert_eq!(m.finish(), "#");
-    }
-
-    #[test]
-    fn earliest_stop_wins_and_overlaps() {
-        let mut m = StopMatcher::new(vec!["world".into(), "lo w".into()]);
-        assert_eq!(m.push("hello world"), S("hel".into()));
-        // "ab" is a prefix of "abc": "ab" completes first and stops.
-        let mut m = StopMatcher::new(vec!["abc".into(), "ab".into()]);
-        assert_eq!(
-            push_all(&mut m, &["xa", "bc"]),
-            [C("x".into()), S("".into())]
-        );
-        // A longer stop that started earlier but is not complete does not win.
-        let mut m = StopMatcher::new(vec!["abcd".into(), "bc".into()]);
-        let out = push_all(&mut m, &["zab", "c", "d"]);
-        assert_eq!(out, [C("z".into()), S("a".into()), S("".into())]);
-        // Both complete in the same push: the earlier start wins.
-        let mut m = StopMatcher::new(vec!["bc".into(), "abcd".into()]);
-        assert_eq!(m.push("zabcd"), S("z".into()));
-        // Self-overlapping stop: "aab" inside "aaab".
-        let mut m = StopMatcher::new(vec!["aab".into()]);
-        let out = push_all(&mut m, &["a", "a", "a", "b!"]);
-        assert_eq!(
-            out,
-            [C("".into()), C("".into()), C("a".into()), S("".into())]
-        );
-    }
-
-    #[test]
-    fn stop_at_start_and_multibyte() {
-        let mut m = StopMatcher::new(vec!["<|end|>".into()]);
-        assert_eq!(m.push("<|end|>tail"), S("".into()));
-        let mut m = StopMatcher::new(vec!["\u{1f980}x".into()]);
-        let out = push_all(&mut m, &["caf\u{e9}\u{1f980}", "y\u{1f980}", "x"]);
-        let want = [C("caf\u{e9}".into()), C("\u{1f980}y".into()), S("".into())];
-        assert_eq!(out, want);
-    }
-
-    #[test]
-    fn finish_releases_held_text() {
-        let mut m = StopMatcher::new(vec!["STOP".into()]);
-        assert_eq!(m.push("the end ST"), C("the end ".into()));
-        assert_eq!(m.finish(), "ST");
-        let mut none = StopMatcher::new(Vec::new());
-        assert_eq!(none.push("abc"), C("abc".into()));
+        check("STOP", "the end ST", "the end /ST"); // finish releases held text
+        check("", "abc", "abc/"); // no stops
     }
 
     #[test]
@@ -421,8 +347,8 @@ mod tests {
         let mut out = String::new();
         for _ in 0..10_000 {
             match m.push("abcab") {
-                C(t) => out.push_str(&t),
-                S(_) => panic!("no stop expected"),
+                StopOutcome::Continue(text) => out.push_str(&text),
+                StopOutcome::Stopped(_) => panic!("no stop expected"),
             }
             assert!(m.held.len() < 6);
         }

@@ -106,7 +106,14 @@ pub fn spawn(
     let stats = Arc::new(EngineStats::default());
     stats.alive.store(true, Ordering::Release);
     let config = Arc::new(config);
-    let core = core::EngineCore::new(model, cache, (*config).clone(), rx, pending.clone(), stats.clone());
+    let core = core::EngineCore::new(
+        model,
+        cache,
+        (*config).clone(),
+        rx,
+        pending.clone(),
+        stats.clone(),
+    );
     std::thread::Builder::new()
         .name("inferd-engine".into())
         .spawn(move || core.run())?;

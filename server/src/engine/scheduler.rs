@@ -175,7 +175,11 @@ impl Scheduler {
         loop {
             let need = self.blocks_missing(id, n);
             if let Some(new) = self.pool.allocate(need) {
-                self.seqs.get_mut(&id).expect("running seq").blocks.extend(new);
+                self.seqs
+                    .get_mut(&id)
+                    .expect("running seq")
+                    .blocks
+                    .extend(new);
                 return true;
             }
             let victim = self.running.pop().expect("running is not empty");

@@ -14,11 +14,9 @@ fn cfg(max_seqs: usize, budget: usize, block_size: usize, blocks: usize) -> Sche
 
 /// Deterministic stand-in for a forward pass + greedy sampling.
 fn fake_next(tokens: &[u32]) -> u32 {
-    tokens
-        .iter()
-        .enumerate()
-        .fold(7u32, |h, (i, &t)| h.wrapping_mul(31).wrapping_add(t ^ i as u32))
-        % 1000
+    tokens.iter().enumerate().fold(7u32, |h, (i, &t)| {
+        h.wrapping_mul(31).wrapping_add(t ^ i as u32)
+    }) % 1000
 }
 
 /// Drives the scheduler until every sequence has `max_new` tokens; returns outputs.
@@ -30,7 +28,8 @@ fn run(s: &mut Scheduler, ids: &[SeqId], max_new: usize) -> HashMap<SeqId, Vec<u
         }
         let plan = s.schedule();
         assert!(
-            plan.scheduled.iter().map(|x| x.len).sum::<usize>() <= s.config().max_num_batched_tokens
+            plan.scheduled.iter().map(|x| x.len).sum::<usize>()
+                <= s.config().max_num_batched_tokens
         );
         assert!(s.num_running() <= s.config().max_num_seqs);
         s.complete_step(&plan);
@@ -61,7 +60,11 @@ fn a_request_arriving_mid_decode_joins_the_next_step() {
     s.add(2, vec![4, 5, 6, 7, 8]);
     let p = s.schedule();
     let ids: Vec<_> = p.scheduled.iter().map(|x| (x.id, x.len)).collect();
-    assert_eq!(ids, vec![(1, 1), (2, 5)], "decode first, then the new prompt");
+    assert_eq!(
+        ids,
+        vec![(1, 1), (2, 5)],
+        "decode first, then the new prompt"
+    );
     assert_eq!(p.admitted, vec![2]);
 }
 
@@ -99,7 +102,9 @@ fn max_num_seqs_bounds_the_running_set() {
 
 #[test]
 fn preemption_frees_blocks_and_recomputation_gives_identical_output() {
-    let prompts: Vec<Vec<u32>> = (0..4).map(|i| (0..6).map(|t| t * 10 + i).collect()).collect();
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|i| (0..6).map(|t| t * 10 + i).collect())
+        .collect();
     let mut alone = HashMap::new();
     for (i, p) in prompts.iter().enumerate() {
         let mut s = Scheduler::new(cfg(8, 64, 4, 64));
@@ -113,7 +118,10 @@ fn preemption_frees_blocks_and_recomputation_gives_identical_output() {
         s.add(i as u64, p.clone());
     }
     let together = run(&mut s, &ids, 12);
-    assert!(s.num_preemptions() > 0, "the pool was sized to force preemption");
+    assert!(
+        s.num_preemptions() > 0,
+        "the pool was sized to force preemption"
+    );
     assert_eq!(together, alone);
     assert_eq!(s.num_free_blocks(), 10, "every block is back in the pool");
 }

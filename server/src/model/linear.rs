@@ -19,7 +19,10 @@ impl Linear {
     pub fn from_qtensor(q: QTensor, dequantize: bool) -> Result<Self, ModelError> {
         let float = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         if dequantize || float {
-            let w = q.dequantize(&q.device())?.to_dtype(DType::F32)?.contiguous()?;
+            let w = q
+                .dequantize(&q.device())?
+                .to_dtype(DType::F32)?
+                .contiguous()?;
             Ok(Linear::Dense(w))
         } else {
             Ok(Linear::Quantized(QMatMul::from_qtensor(q)?))

@@ -153,7 +153,10 @@ impl CausalLm for Llama {
         let t = batch.num_tokens();
         let vocab = s.vocab_size;
         if t == 0 {
-            return Ok(Logits { data: vec![], vocab });
+            return Ok(Logits {
+                data: vec![],
+                vocab,
+            });
         }
         let inp = step_inputs(batch, &self.cos, &self.sin, s.max_position_embeddings, dev)?;
         let ids = Tensor::from_slice(&batch.token_ids, t, dev)?;
@@ -161,11 +164,24 @@ impl CausalLm for Llama {
         let eps = self.p.rms_norm_eps as f32;
         for (li, layer) in self.p.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let q = layer.wq.forward(&h)?.reshape((t, s.num_heads, 1, s.head_dim))?;
-            let k = layer.wk.forward(&h)?.reshape((t, s.num_kv_heads, 1, s.head_dim))?;
-            let v = layer.wv.forward(&h)?.reshape((t, s.num_kv_heads, s.head_dim))?;
-            let q = self.rope(&q, &inp.cos, &inp.sin)?.reshape((t, s.num_heads, s.head_dim))?;
-            let k = self.rope(&k, &inp.cos, &inp.sin)?.reshape((t, s.num_kv_heads, s.head_dim))?;
+            let q = layer
+                .wq
+                .forward(&h)?
+                .reshape((t, s.num_heads, 1, s.head_dim))?;
+            let k = layer
+                .wk
+                .forward(&h)?
+                .reshape((t, s.num_kv_heads, 1, s.head_dim))?;
+            let v = layer
+                .wv
+                .forward(&h)?
+                .reshape((t, s.num_kv_heads, s.head_dim))?;
+            let q = self
+                .rope(&q, &inp.cos, &inp.sin)?
+                .reshape((t, s.num_heads, s.head_dim))?;
+            let k = self
+                .rope(&k, &inp.cos, &inp.sin)?
+                .reshape((t, s.num_kv_heads, s.head_dim))?;
             let (kc, vc) = cache.layer(li);
             inferd_kernels::reshape_and_cache(&k, &v.contiguous()?, kc, vc, &inp.slots)?;
             let attn = inferd_kernels::paged_attention(
@@ -186,13 +202,19 @@ impl CausalLm for Llama {
         }
         let rows = batch.logit_rows();
         if rows.is_empty() {
-            return Ok(Logits { data: vec![], vocab });
+            return Ok(Logits {
+                data: vec![],
+                vocab,
+            });
         }
         let n = rows.len();
         let last = x.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
         let last = candle_nn::ops::rms_norm(&last, &self.p.final_norm, eps)?;
         let logits = self.p.lm_head.forward(&last)?;
-        let data = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let data = logits
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Ok(Logits { data, vocab })
     }
 }

@@ -277,10 +277,26 @@ fn load_safetensors_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, M
         let p = format!("model.layers.{l}");
         layers.push(LlamaLayer {
             attn_norm: vb.get(h, &format!("{p}.input_layernorm.weight"))?,
-            wq: lin(&format!("{p}.self_attn.q_proj.weight"), cfg.num_attention_heads * head_dim, h)?,
-            wk: lin(&format!("{p}.self_attn.k_proj.weight"), kv_heads * head_dim, h)?,
-            wv: lin(&format!("{p}.self_attn.v_proj.weight"), kv_heads * head_dim, h)?,
-            wo: lin(&format!("{p}.self_attn.o_proj.weight"), h, cfg.num_attention_heads * head_dim)?,
+            wq: lin(
+                &format!("{p}.self_attn.q_proj.weight"),
+                cfg.num_attention_heads * head_dim,
+                h,
+            )?,
+            wk: lin(
+                &format!("{p}.self_attn.k_proj.weight"),
+                kv_heads * head_dim,
+                h,
+            )?,
+            wv: lin(
+                &format!("{p}.self_attn.v_proj.weight"),
+                kv_heads * head_dim,
+                h,
+            )?,
+            wo: lin(
+                &format!("{p}.self_attn.o_proj.weight"),
+                h,
+                cfg.num_attention_heads * head_dim,
+            )?,
             ffn_norm: vb.get(h, &format!("{p}.post_attention_layernorm.weight"))?,
             w_gate: lin(&format!("{p}.mlp.gate_proj.weight"), i, h)?,
             w_up: lin(&format!("{p}.mlp.up_proj.weight"), i, h)?,
