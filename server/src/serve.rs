@@ -60,6 +60,7 @@ pub fn engine_config(
         max_model_len,
         max_waiting: l.max_waiting,
         eos_token_ids,
+        enable_prefix_caching: l.enable_prefix_caching,
     })
 }
 

@@ -125,8 +125,7 @@ pub fn reference_run(path: &Path, prompt: &[u32], steps: usize) -> ReferenceRun 
     let mut first = None;
     let mut margins = Vec::with_capacity(steps);
     let mut out = Vec::with_capacity(steps);
-    let mut pos = prompt.len();
-    for _ in 0..steps {
+    for pos in prompt.len()..prompt.len() + steps {
         let row: Vec<f32> = logits.squeeze(0).unwrap().to_vec1().unwrap();
         if first.is_none() {
             first = Some(row.clone());
@@ -136,7 +135,6 @@ pub fn reference_run(path: &Path, prompt: &[u32], steps: usize) -> ReferenceRun 
         out.push(next);
         let input = Tensor::new(&[next], &dev).unwrap().unsqueeze(0).unwrap();
         logits = model.forward(&input, pos).expect("forward");
-        pos += 1;
     }
     ReferenceRun {
         first_logits: first.unwrap_or_default(),

@@ -50,6 +50,7 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
         max_model_len: 512,
         max_waiting: 8,
         eos_token_ids: eos,
+        enable_prefix_caching: true,
     };
     let cache = KvCache::new(
         loaded.model.shape(),

@@ -28,6 +28,7 @@
 //! max_num_batched_tokens = 2048    # >= 16, >= max_num_seqs; longer prompts are chunked
 //! block_size = 16                  # power of two, 1..=256
 //! max_waiting = 256                # bounded admission queue; beyond it: 429
+//! enable_prefix_caching = true     # share KV blocks of identical prompt prefixes
 //! ```
 
 pub mod hub;
@@ -112,6 +113,8 @@ pub struct EngineLimits {
     pub block_size: usize,
     /// Most requests waiting for admission; beyond it requests get 429.
     pub max_waiting: usize,
+    /// Share KV blocks of identical prompt prefixes between requests.
+    pub enable_prefix_caching: bool,
 }
 
 impl Default for EngineLimits {
@@ -123,6 +126,7 @@ impl Default for EngineLimits {
             max_num_batched_tokens: DEFAULT_MAX_NUM_BATCHED_TOKENS,
             block_size: DEFAULT_BLOCK_SIZE,
             max_waiting: DEFAULT_MAX_WAITING,
+            enable_prefix_caching: true,
         }
     }
 }
@@ -388,6 +392,7 @@ impl fmt::Display for Catalog {
             )?;
             writeln!(f, "    block_size: {}", l.block_size)?;
             writeln!(f, "    max_waiting: {}", l.max_waiting)?;
+            writeln!(f, "    enable_prefix_caching: {}", l.enable_prefix_caching)?;
         }
         Ok(())
     }

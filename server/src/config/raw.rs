@@ -46,6 +46,7 @@ pub(super) struct RawModel {
     max_num_batched_tokens: Option<usize>,
     block_size: Option<usize>,
     max_waiting: Option<usize>,
+    enable_prefix_caching: Option<bool>,
 }
 
 /// A byte count written as an integer or as a string like `"512MiB"`.
@@ -239,6 +240,9 @@ pub(super) fn validate(
     if let Some(v) = raw.max_waiting {
         in_range(v, MAX_WAITING_RANGE).map_err(|m| fail("max_waiting", m))?;
         limits.max_waiting = v;
+    }
+    if let Some(v) = raw.enable_prefix_caching {
+        limits.enable_prefix_caching = v;
     }
     if let Some(v) = raw.max_num_batched_tokens {
         in_range(v, MAX_NUM_BATCHED_TOKENS_RANGE).map_err(|m| fail("max_num_batched_tokens", m))?;

@@ -33,6 +33,7 @@ fn shipped_catalog_parses() {
         max_num_batched_tokens: 2048,
         block_size: 16,
         max_waiting: 256,
+        enable_prefix_caching: true,
     };
     assert_eq!(m.limits, want);
     assert!(catalog.to_string().contains("smollm2-135m-instruct"));

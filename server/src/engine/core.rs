@@ -51,6 +51,7 @@ impl EngineCore {
             max_num_batched_tokens: cfg.max_num_batched_tokens,
             block_size: cfg.block_size,
             num_blocks: cfg.num_blocks,
+            enable_prefix_caching: cfg.enable_prefix_caching,
         });
         Self {
             model,
@@ -189,7 +190,7 @@ impl EngineCore {
             batch.push_seq(
                 &seq.tokens[s.start..s.start + s.len],
                 s.start,
-                &seq.blocks,
+                self.sched.blocks(s.id),
                 self.cfg.block_size,
                 s.sample,
             );

@@ -28,6 +28,8 @@ pub struct EngineConfig {
     /// Requests admitted but not yet running; beyond it `submit` reports `Overloaded`.
     pub max_waiting: usize,
     pub eos_token_ids: Vec<u32>,
+    /// Share the KV blocks of identical prompt prefixes between requests.
+    pub enable_prefix_caching: bool,
 }
 
 /// Why a request was not accepted.

@@ -6,9 +6,9 @@
 //! others decode joins the very next step. When blocks run out, the most recently admitted
 //! sequence is preempted: its blocks are freed and it is recomputed later, output kept.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::kv::{blocks_for, BlockPool};
+use super::kv::{KvManager, PrefixCacheStats};
 
 pub type SeqId = u64;
 
@@ -18,6 +18,7 @@ pub struct SchedulerConfig {
     pub max_num_batched_tokens: usize,
     pub block_size: usize,
     pub num_blocks: usize,
+    pub enable_prefix_caching: bool,
 }
 
 /// A sequence's token and cache state.
@@ -28,8 +29,10 @@ pub struct SeqState {
     pub num_prompt: usize,
     /// Tokens whose K/V are in the cache.
     pub num_computed: usize,
-    /// Physical blocks, in logical order.
-    pub blocks: Vec<u32>,
+    /// Prompt tokens found in the prefix cache at first admission.
+    pub num_cached_prompt: usize,
+    /// Not admitted before this sequence's prompt is computed (siblings of `n > 1` share it).
+    pub after: Option<SeqId>,
 }
 
 /// One sequence's share of a step: compute `tokens[start..start + len]`.
@@ -53,24 +56,24 @@ pub struct StepPlan {
 
 pub struct Scheduler {
     cfg: SchedulerConfig,
-    pool: BlockPool,
+    kv: KvManager,
     seqs: HashMap<SeqId, SeqState>,
     waiting: VecDeque<SeqId>,
     /// In admission order: the last one is the first to be preempted.
     running: Vec<SeqId>,
-    ever_admitted: std::collections::HashSet<SeqId>,
+    ever_admitted: HashSet<SeqId>,
     num_preemptions: u64,
 }
 
 impl Scheduler {
     pub fn new(cfg: SchedulerConfig) -> Self {
         Self {
-            pool: BlockPool::new(cfg.num_blocks),
+            kv: KvManager::new(cfg.num_blocks, cfg.block_size, cfg.enable_prefix_caching),
             cfg,
             seqs: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
-            ever_admitted: Default::default(),
+            ever_admitted: HashSet::new(),
             num_preemptions: 0,
         }
     }
@@ -81,6 +84,11 @@ impl Scheduler {
 
     /// Queues a new sequence.
     pub fn add(&mut self, id: SeqId, prompt: Vec<u32>) {
+        self.add_after(id, prompt, None);
+    }
+
+    /// Queues a new sequence that waits until `after`'s prompt is in the cache.
+    pub fn add_after(&mut self, id: SeqId, prompt: Vec<u32>, after: Option<SeqId>) {
         let num_prompt = prompt.len();
         self.seqs.insert(
             id,
@@ -88,7 +96,8 @@ impl Scheduler {
                 tokens: prompt,
                 num_prompt,
                 num_computed: 0,
-                blocks: Vec::new(),
+                num_cached_prompt: 0,
+                after,
             },
         );
         self.waiting.push_back(id);
@@ -96,6 +105,15 @@ impl Scheduler {
 
     pub fn seq(&self, id: SeqId) -> Option<&SeqState> {
         self.seqs.get(&id)
+    }
+
+    /// The physical KV blocks of a sequence.
+    pub fn blocks(&self, id: SeqId) -> &[u32] {
+        self.kv.blocks(id)
+    }
+
+    pub fn kv(&self) -> &KvManager {
+        &self.kv
     }
 
     pub fn num_waiting(&self) -> usize {
@@ -111,15 +129,19 @@ impl Scheduler {
     }
 
     pub fn kv_usage(&self) -> f64 {
-        self.pool.usage()
+        self.kv.usage()
     }
 
     pub fn num_free_blocks(&self) -> usize {
-        self.pool.num_free()
+        self.kv.num_free_blocks()
     }
 
     pub fn num_preemptions(&self) -> u64 {
         self.num_preemptions
+    }
+
+    pub fn prefix_stats(&self) -> PrefixCacheStats {
+        self.kv.prefix_stats()
     }
 
     /// All sequence ids the scheduler knows (waiting or running).
@@ -164,22 +186,12 @@ impl Scheduler {
         s.tokens.len() - s.num_computed
     }
 
-    fn blocks_missing(&self, id: SeqId, n: usize) -> usize {
-        let s = &self.seqs[&id];
-        blocks_for(s.num_computed + n, self.cfg.block_size).saturating_sub(s.blocks.len())
-    }
-
     /// Ensures `id` has blocks for `n` more tokens, preempting the newest running sequences
     /// if needed. Returns false if `id` itself had to be preempted.
     fn grow_or_preempt(&mut self, id: SeqId, n: usize, plan: &mut StepPlan) -> bool {
+        let total = self.seqs[&id].num_computed + n;
         loop {
-            let need = self.blocks_missing(id, n);
-            if let Some(new) = self.pool.allocate(need) {
-                self.seqs
-                    .get_mut(&id)
-                    .expect("running seq")
-                    .blocks
-                    .extend(new);
+            if self.kv.grow(id, total) {
                 return true;
             }
             let victim = self.running.pop().expect("running is not empty");
@@ -192,27 +204,49 @@ impl Scheduler {
     }
 
     fn preempt(&mut self, id: SeqId) {
-        let seq = self.seqs.get_mut(&id).expect("preempted seq exists");
-        self.pool.release(&seq.blocks);
-        seq.blocks.clear();
-        seq.num_computed = 0;
+        self.kv.free(id);
+        if let Some(seq) = self.seqs.get_mut(&id) {
+            seq.num_computed = 0;
+        }
         self.waiting.push_front(id);
         self.num_preemptions += 1;
     }
 
+    /// A waiting sequence whose `after` sibling has not computed its prompt yet must wait.
+    fn blocked(&self, id: SeqId) -> bool {
+        let Some(parent) = self.seqs[&id].after else {
+            return false;
+        };
+        self.seqs
+            .get(&parent)
+            .is_some_and(|p| p.num_computed < p.num_prompt)
+    }
+
     fn admit_waiting(&mut self, budget: &mut usize, plan: &mut StepPlan) {
-        while let Some(&id) = self.waiting.front() {
+        let mut w = 0;
+        while w < self.waiting.len() {
             if self.running.len() >= self.cfg.max_num_seqs || *budget == 0 {
                 break;
             }
-            let n = self.remaining(id).min(*budget);
-            let need = self.blocks_missing(id, n);
-            let Some(new) = self.pool.allocate(need) else {
-                break;
-            };
-            self.waiting.pop_front();
+            let id = self.waiting[w];
+            if self.blocked(id) {
+                w += 1;
+                continue;
+            }
             let seq = self.seqs.get_mut(&id).expect("waiting seq exists");
-            seq.blocks.extend(new);
+            if seq.num_computed == 0 {
+                seq.num_computed = self.kv.match_prefix(id, &seq.tokens);
+                if !self.ever_admitted.contains(&id) {
+                    seq.num_cached_prompt = seq.num_computed.min(seq.num_prompt);
+                }
+            }
+            let n = (seq.tokens.len() - seq.num_computed).min(*budget);
+            if !self.kv.grow(id, seq.num_computed + n) {
+                self.kv.free(id);
+                seq.num_computed = 0;
+                break;
+            }
+            self.waiting.remove(w);
             plan.scheduled.push(Scheduled {
                 id,
                 start: seq.num_computed,
@@ -227,11 +261,14 @@ impl Scheduler {
         }
     }
 
-    /// Marks the planned tokens as computed (call after the forward pass succeeded).
+    /// Marks the planned tokens as computed (call after the forward pass succeeded) and
+    /// offers every newly full block to the prefix cache.
     pub fn complete_step(&mut self, plan: &StepPlan) {
         for s in &plan.scheduled {
             if let Some(seq) = self.seqs.get_mut(&s.id) {
                 seq.num_computed = s.start + s.len;
+                self.kv
+                    .register_computed(s.id, &seq.tokens, seq.num_computed);
             }
         }
     }
@@ -246,7 +283,7 @@ impl Scheduler {
     /// Removes a sequence (finished or aborted) and frees its blocks.
     pub fn finish(&mut self, id: SeqId) -> Option<SeqState> {
         let seq = self.seqs.remove(&id)?;
-        self.pool.release(&seq.blocks);
+        self.kv.free(id);
         self.running.retain(|&r| r != id);
         self.waiting.retain(|&w| w != id);
         self.ever_admitted.remove(&id);
