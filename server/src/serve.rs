@@ -18,6 +18,7 @@ use crate::config::{self, KvCacheSize, ModelSpec, ResolvedModel};
 use crate::engine::{self, EngineConfig};
 use crate::model::loader::{self, LoadOptions};
 use crate::model::{CausalLm, KvCache, ModelShape};
+use crate::telemetry::metrics::Metrics;
 
 /// Default KV cache when `models.toml` sets none: 1 GiB, and never less than one full context.
 const DEFAULT_KV_BYTES: u64 = 1 << 30;
@@ -71,7 +72,11 @@ fn unix_now() -> u64 {
 }
 
 /// Loads one model and starts its engine.
-pub fn start_model(spec: &ModelSpec, device: &Device) -> anyhow::Result<LocalBackend> {
+pub fn start_model(
+    spec: &ModelSpec,
+    device: &Device,
+    metrics: &Metrics,
+) -> anyhow::Result<LocalBackend> {
     let path = match config::resolve(spec).with_context(|| format!("model {:?}", spec.id))? {
         ResolvedModel::Gguf(p) | ResolvedModel::SafetensorsDir(p) => p,
     };
@@ -101,7 +106,7 @@ pub fn start_model(spec: &ModelSpec, device: &Device) -> anyhow::Result<LocalBac
         created: unix_now(),
         max_model_len: cfg.max_model_len,
     };
-    let handle = engine::spawn(Box::new(loaded.model), cache, cfg)?;
+    let handle = engine::spawn(Box::new(loaded.model), cache, cfg, metrics.model(&spec.id))?;
     Ok(LocalBackend::new(
         card,
         handle,
@@ -135,20 +140,24 @@ async fn shutdown_signal() {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = config::load_catalog(&args.models)?;
     let device = Device::Cpu;
+    let metrics = Metrics::new();
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     for spec in &catalog.models {
         let spec = spec.clone();
         let dev = device.clone();
-        let backend = tokio::task::spawn_blocking(move || start_model(&spec, &dev)).await??;
+        let m = metrics.clone();
+        let backend = tokio::task::spawn_blocking(move || start_model(&spec, &dev, &m)).await??;
         let backend: Arc<dyn Backend> = Arc::new(backend);
         for card in backend.models() {
             backends.insert(card.id.clone(), backend.clone());
         }
     }
     let draining = Arc::new(AtomicBool::new(false));
+    let backends = Arc::new(backends);
     let state = AppState {
-        backends: Arc::new(backends),
+        backends: backends.clone(),
         draining: draining.clone(),
+        metrics,
     };
     let app = api::router(state, args.max_body_bytes);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -160,24 +169,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving");
     let drain = Duration::from_secs(args.drain_timeout_secs);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        draining.store(true, Ordering::SeqCst);
-        tracing::info!("shutdown requested: readiness off, draining in-flight requests");
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let mut rx = stop_rx;
         let _ = rx.wait_for(|s| *s).await;
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let server = tokio::spawn(server.into_future());
-    let deadline = async {
-        stopped(stop_rx).await;
-        tokio::time::sleep(drain).await;
-    };
+    });
+    let mut server = tokio::spawn(server.into_future());
     tokio::select! {
-        res = server => { res??; tracing::info!("drained; exiting"); }
-        _ = deadline => { tracing::warn!("drain deadline passed; exiting with requests in flight"); }
+        res = &mut server => {
+            res??;
+            return Ok(());
+        }
+        _ = shutdown_signal() => {}
+    }
+    // Readiness off and new generations refused (503) while in-flight ones finish; the
+    // listener stays open meanwhile so late arrivals get a clear answer, not a refusal.
+    draining.store(true, Ordering::SeqCst);
+    tracing::info!(
+        deadline_secs = drain.as_secs(),
+        "shutdown requested: draining"
+    );
+    let deadline = tokio::time::Instant::now() + drain;
+    let idle = async {
+        while backends.values().any(|b| b.in_flight() > 0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout_at(deadline, idle).await.is_err() {
+        tracing::warn!("drain deadline passed with generations in flight; exiting");
+        return Ok(());
+    }
+    // Every generation is done; close the listener and let open responses flush.
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout_at(deadline, &mut server).await {
+        Ok(res) => {
+            res??;
+            tracing::info!("drained; exiting");
+        }
+        Err(_) => tracing::warn!("drain deadline passed while closing connections; exiting"),
     }
     Ok(())
 }

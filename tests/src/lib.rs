@@ -63,6 +63,8 @@ pub struct ServerOptions {
     pub max_waiting: usize,
     pub max_body_bytes: usize,
     pub drain_timeout_secs: u64,
+    /// Share the KV blocks of identical prompt prefixes (`enable_prefix_caching`).
+    pub enable_prefix_caching: bool,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +79,7 @@ impl Default for ServerOptions {
             max_waiting: 256,
             max_body_bytes: 1024 * 1024,
             drain_timeout_secs: 30,
+            enable_prefix_caching: true,
         }
     }
 }
@@ -115,7 +118,7 @@ static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 /// A catalog with one SmolLM2 entry.
 pub fn smollm2_catalog(o: &ServerOptions) -> String {
     format!(
-        "[[model]]\nid = \"{SMOLLM2_ID}\"\npath = \"{}\"\ndequantize = {}\nmax_model_len = {}\nkv_cache_tokens = {}\nmax_num_seqs = {}\nmax_num_batched_tokens = {}\nblock_size = {}\nmax_waiting = {}\n",
+        "[[model]]\nid = \"{SMOLLM2_ID}\"\npath = \"{}\"\ndequantize = {}\nmax_model_len = {}\nkv_cache_tokens = {}\nmax_num_seqs = {}\nmax_num_batched_tokens = {}\nblock_size = {}\nmax_waiting = {}\nenable_prefix_caching = {}\n",
         smollm2_gguf().display(),
         o.dequantize,
         o.max_model_len,
@@ -124,6 +127,7 @@ pub fn smollm2_catalog(o: &ServerOptions) -> String {
         o.max_num_batched_tokens,
         o.block_size,
         o.max_waiting,
+        o.enable_prefix_caching,
     )
 }
 
@@ -206,6 +210,129 @@ impl Server {
     /// The server's process id (for signals).
     pub fn pid(&self) -> u32 {
         self.child.id().expect("child is running")
+    }
+
+    /// Sends SIGTERM to the server (graceful drain), through `kill(1)`.
+    pub fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(
+            status.success(),
+            "kill -TERM {} failed: {status}",
+            self.pid()
+        );
+    }
+
+    /// The Prometheus text of `GET /metrics` (panics unless it answers 200).
+    pub async fn metrics_text(&self) -> String {
+        let r = client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert!(r.status().is_success(), "GET /metrics: {}", r.status());
+        r.text().await.expect("read /metrics")
+    }
+}
+
+/// The value of a series in Prometheus text exposition, summed over every sample that
+/// matches: `name` alone matches the metric with any labels; `name{k="v",...}` matches
+/// samples of `name` that carry at least those labels (in any order, others allowed).
+/// `None` if no sample matches.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    let (name, wanted) = split_series(series);
+    let mut sum = None;
+    for line in body.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // `series value [timestamp]`; label values may contain spaces, so split after `}`.
+        let (key, rest) = match line.rfind('}') {
+            Some(end) => (&line[..=end], &line[end + 1..]),
+            None => match line.split_once(char::is_whitespace) {
+                Some((k, r)) => (k, r),
+                None => continue,
+            },
+        };
+        let (got_name, got_labels) = split_series(key);
+        if got_name != name || !wanted.iter().all(|l| got_labels.contains(l)) {
+            continue;
+        }
+        let Some(value) = rest.split_whitespace().next() else {
+            continue;
+        };
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().ok()?,
+        };
+        *sum.get_or_insert(0.0) += value;
+    }
+    sum
+}
+
+/// `name{a="x",b="y"}` → (`name`, [`a="x"`, `b="y"`]). Label values with commas inside
+/// quotes are kept whole.
+fn split_series(series: &str) -> (&str, Vec<String>) {
+    let Some(open) = series.find('{') else {
+        return (series.trim(), Vec::new());
+    };
+    let name = series[..open].trim();
+    let inner = series[open + 1..].trim_end().trim_end_matches('}');
+    let mut labels = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for c in inner.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ',' if !in_quotes => {
+                labels.push(std::mem::take(&mut current).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.trim().is_empty() {
+        labels.push(current.trim().to_string());
+    }
+    (name, labels)
+}
+
+/// An incremental SSE reader: feed it network chunks, get each event's `data` (multi-line
+/// data joined with `\n`), ignoring comments and other fields. Handles lines split across
+/// chunks and `\r\n` line ends.
+#[derive(Default)]
+pub struct SseParser {
+    pending: Vec<u8>,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8(line).expect("SSE lines are UTF-8");
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    events.push(self.data.join("\n"));
+                    self.data.clear();
+                }
+            } else if let Some(value) = line.strip_prefix("data:") {
+                self.data
+                    .push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+            }
+        }
+        events
     }
 }
 

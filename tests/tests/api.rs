@@ -495,8 +495,8 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
         "{error}"
     );
 
-    // n > 1.
-    let body = chat_body(&server, "hi", json!({"n": 2}));
+    // n over the limit.
+    let body = chat_body(&server, "hi", json!({"n": 17}));
     let error = post_err(
         &server,
         "/v1/chat/completions",
@@ -505,6 +505,10 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
     )
     .await;
     assert_eq!(error["param"], "n", "{error}");
+    assert!(
+        error["message"].as_str().unwrap_or_default().contains("16"),
+        "names the limit: {error}"
+    );
 
     // A prompt longer than the context.
     let context = max_model_len(&server).await;

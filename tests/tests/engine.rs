@@ -27,8 +27,9 @@ fn request(
             request_id: id.into(),
             prompt_tokens: prompt,
             sampling,
-            events: tx,
+            events: vec![tx],
             arrival: Instant::now(),
+            deadline: None,
         },
         rx,
     )
@@ -59,17 +60,26 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
         &Device::Cpu,
     )
     .unwrap();
-    let handle = engine::spawn(Box::new(loaded.model), cache, cfg).unwrap();
+    let metrics = inferd::telemetry::metrics::Metrics::new();
+    let handle = engine::spawn(Box::new(loaded.model), cache, cfg, metrics.model("m")).unwrap();
 
     const A_TOKENS: usize = 96;
     let (a, mut a_rx) = request("a", prompt.clone(), A_TOKENS);
     handle.submit(a).unwrap();
+    assert!(matches!(
+        a_rx.recv().await,
+        Some(TokenEvent::Admitted { .. })
+    ));
     for _ in 0..5 {
         assert!(matches!(a_rx.recv().await, Some(TokenEvent::Token(_))));
     }
     // A is decoding now. B arrives.
     let (b, mut b_rx) = request("b", prompt, 4);
     handle.submit(b).unwrap();
+    assert!(matches!(
+        b_rx.recv().await,
+        Some(TokenEvent::Admitted { .. })
+    ));
     assert!(matches!(b_rx.recv().await, Some(TokenEvent::Token(_))));
     // Everything A produced so far is already in its channel.
     let mut a_seen = 5;
@@ -78,6 +88,7 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
         match ev {
             TokenEvent::Token(_) => a_seen += 1,
             TokenEvent::Finished { .. } => a_finished = true,
+            TokenEvent::Admitted { .. } => {}
             TokenEvent::Error(e) => panic!("{e}"),
         }
     }
@@ -102,6 +113,7 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
                 assert_eq!(reason, engine::FinishReason::Length);
                 break;
             }
+            TokenEvent::Admitted { .. } => panic!("admitted twice"),
             TokenEvent::Error(e) => panic!("{e}"),
         }
     }
@@ -115,6 +127,7 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
                 assert_eq!(completion_tokens, A_TOKENS);
                 break;
             }
+            TokenEvent::Admitted { .. } => panic!("admitted twice"),
             TokenEvent::Error(e) => panic!("{e}"),
         }
     }

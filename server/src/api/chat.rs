@@ -7,15 +7,17 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 
+use super::deadline::Deadline;
 use super::error::ApiError;
-use super::generation::{admit, collect, unix_now};
+use super::generation::{admit, collect_all, response_usage, unix_now};
 use super::json::ApiJson;
+use super::logprobs;
 use super::request_id::RequestId;
-use super::sampling::CommonParams;
-use super::stream::{json_event, sse_response, ChunkFormat, ChunkMeta};
+use super::sampling::{CommonParams, LogprobsParams};
+use super::stream::{json_event, sse_response, ChunkFormat, ChunkMeta, DeltaRef};
 use super::types::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion,
-    ChatCompletionRequest, ChatDelta, ChatMessageIn, UsageOut,
+    ChatCompletionRequest, ChatDelta, ChatLogprobs, ChatMessageIn, UsageOut,
 };
 use super::{backend_header, AppState};
 use crate::backend::{ChatMessage, FinishReason, GenerateRequest, Prompt, Usage};
@@ -27,6 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
 async fn create(
     State(state): State<AppState>,
     request_id: RequestId,
+    Deadline(deadline): Deadline,
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.ensure_accepting()?;
@@ -35,6 +38,7 @@ async fn create(
     let messages = messages(&body.messages)?;
     let options = common_params(&body).validate()?;
     let backend = state.backend(&body.model)?;
+    let logprobs = options.sampling.logprobs.is_some();
 
     let request = GenerateRequest {
         request_id: request_id.0,
@@ -43,39 +47,42 @@ async fn create(
         sampling: options.sampling,
         max_tokens_explicit: options.max_tokens_explicit,
         stop: options.stop,
+        deadline,
     };
-    let mut generations = admit(backend.as_ref(), vec![request]).await?;
+    let generations = admit(backend.as_ref(), vec![request], options.n).await?;
     let meta = ChunkMeta {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: unix_now(),
         model: body.model,
         include_usage: options.include_usage,
+        logprobs,
+        n: options.n,
     };
     if options.stream {
         let response = sse_response(ChatFormat(meta), generations);
         return Ok((backend_header(), response).into_response());
     }
-    let Some(generation) = generations.pop() else {
-        return Err(ApiError::Internal(
-            "admission returned no generation".into(),
-        ));
-    };
-    let completed = collect(generation).await?;
+    let completed = collect_all(generations).await?;
+    let usages: Vec<_> = completed.iter().map(|c| c.usage).collect();
     let response = ChatCompletion {
         id: meta.id,
         object: "chat.completion",
         created: meta.created,
         model: meta.model,
-        choices: vec![ChatChoice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content: completed.text,
-            },
-            logprobs: None,
-            finish_reason: completed.finish_reason.as_str(),
-        }],
-        usage: completed.usage.into(),
+        choices: completed
+            .into_iter()
+            .enumerate()
+            .map(|(index, c)| ChatChoice {
+                index,
+                logprobs: meta.logprobs.then(|| logprobs::chat(&c.logprobs)),
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: c.text,
+                },
+                finish_reason: c.finish_reason.as_str(),
+            })
+            .collect(),
+        usage: response_usage(&usages, meta.n).into(),
     };
     Ok((backend_header(), Json(response)).into_response())
 }
@@ -103,6 +110,10 @@ pub(crate) fn common_params(body: &ChatCompletionRequest) -> CommonParams<'_> {
         stream: body.stream,
         stream_options: body.stream_options,
         logit_bias: body.logit_bias.as_ref(),
+        logprobs: LogprobsParams::Chat {
+            logprobs: body.logprobs,
+            top_logprobs: body.top_logprobs.as_ref(),
+        },
     }
 }
 
@@ -144,14 +155,6 @@ fn reject_unsupported(body: &ChatCompletionRequest) -> Result<(), ApiError> {
                 None => "; only {\"type\": \"text\"} is accepted".to_owned(),
             };
             return Err(ApiError::unsupported("response_format", detail));
-        }
-    }
-    if body.logprobs == Some(true) {
-        return Err(ApiError::unsupported("logprobs", ""));
-    }
-    if let Some(top) = body.top_logprobs.as_ref() {
-        if !top.is_null() && top.as_u64() != Some(0) {
-            return Err(ApiError::unsupported("top_logprobs", ""));
         }
     }
     Ok(())
@@ -246,12 +249,13 @@ impl ChatFormat {
         &self,
         index: usize,
         delta: ChatDelta<'_>,
+        logprobs: Option<ChatLogprobs>,
         finish: Option<FinishReason>,
     ) -> Event {
         let choice = ChatChunkChoice {
             index,
             delta,
-            logprobs: None,
+            logprobs,
             finish_reason: finish.map(FinishReason::as_str),
         };
         self.chunk(vec![choice], self.0.usage_placeholder())
@@ -268,19 +272,20 @@ impl ChunkFormat for ChatFormat {
             role: Some("assistant"),
             content: Some(""),
         };
-        Some(self.choice_chunk(index, delta, None))
+        Some(self.choice_chunk(index, delta, None, None))
     }
 
-    fn delta(&self, index: usize, text: &str) -> Event {
+    fn delta(&self, index: usize, delta: DeltaRef<'_>) -> Event {
+        let logprobs = self.0.logprobs.then(|| logprobs::chat(delta.logprobs));
         let delta = ChatDelta {
             role: None,
-            content: Some(text),
+            content: Some(delta.text),
         };
-        self.choice_chunk(index, delta, None)
+        self.choice_chunk(index, delta, logprobs, None)
     }
 
     fn finish(&self, index: usize, reason: FinishReason) -> Event {
-        self.choice_chunk(index, ChatDelta::default(), Some(reason))
+        self.choice_chunk(index, ChatDelta::default(), None, Some(reason))
     }
 
     fn usage(&self, usage: Usage) -> Event {

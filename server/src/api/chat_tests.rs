@@ -9,8 +9,10 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::api::testing::{json_request, post_json, send, sse_chunks, Script, TestServer};
-use crate::backend::{BackendError, ChatMessage, FinishReason, GenEvent, Prompt, Usage};
+use crate::api::testing::{
+    delta, finished, json_request, post_json, send, sse_chunks, Script, TestServer,
+};
+use crate::backend::{BackendError, ChatMessage, FinishReason, Prompt};
 
 const PATH: &str = "/v1/chat/completions";
 
@@ -48,7 +50,10 @@ async fn non_streaming_response_has_the_openai_shape() {
     );
     assert_eq!(
         body["usage"],
-        json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+        json!({
+            "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 0}
+        })
     );
 }
 
@@ -101,7 +106,10 @@ async fn the_backend_gets_the_mapped_request() {
     assert_eq!(got.sampling.temperature, 0.0);
     assert_eq!(got.sampling.seed, Some(7));
     assert!(got.sampling.ignore_eos);
+    assert_eq!(got.sampling.logprobs, None);
     assert_eq!(got.stop, vec!["END".to_owned()]);
+    assert_eq!(got.deadline, None);
+    assert_eq!(server.backend.samples(), [1]);
 }
 
 #[tokio::test]
@@ -151,14 +159,17 @@ async fn stream_framing_with_usage() {
     assert_eq!(chunks[4]["choices"], json!([]));
     assert_eq!(
         chunks[4]["usage"],
-        json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+        json!({
+            "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 0}
+        })
     );
 }
 
 #[tokio::test]
 async fn an_error_after_the_stream_started_is_an_error_event_then_done() {
     let server = TestServer::with_script(Script::Events(vec![
-        Ok(GenEvent::Delta("Hi".into())),
+        Ok(delta("Hi")),
         Err(BackendError::Internal("the GPU fell off the bus".into())),
     ]));
     let reply = post_json(&server.router(), PATH, chat(json!({"stream": true}))).await;
@@ -178,7 +189,7 @@ async fn an_error_after_the_stream_started_is_an_error_event_then_done() {
 
 #[tokio::test]
 async fn a_stream_that_ends_without_finishing_is_an_error() {
-    let server = TestServer::with_script(Script::Events(vec![Ok(GenEvent::Delta("Hi".into()))]));
+    let server = TestServer::with_script(Script::Events(vec![Ok(delta("Hi"))]));
     let reply = post_json(&server.router(), PATH, chat(json!({"stream": true}))).await;
     let chunks = sse_chunks(&reply.text);
     assert_eq!(chunks.last().unwrap()["error"]["type"], "internal_error");
@@ -191,14 +202,8 @@ async fn a_stream_that_ends_without_finishing_is_an_error() {
 #[tokio::test]
 async fn length_finish_reason() {
     let server = TestServer::with_script(Script::Events(vec![
-        Ok(GenEvent::Delta("a b".into())),
-        Ok(GenEvent::Finished {
-            reason: FinishReason::Length,
-            usage: Usage {
-                prompt_tokens: 4,
-                completion_tokens: 2,
-            },
-        }),
+        Ok(delta("a b")),
+        Ok(finished(FinishReason::Length, 4, 2, 0)),
     ]));
     let reply = post_json(&server.router(), PATH, chat(json!({"max_tokens": 2}))).await;
     assert_eq!(reply.json["choices"][0]["finish_reason"], "length");
@@ -290,8 +295,6 @@ async fn unsupported_features_are_rejected_by_name() {
             json!({"response_format": {"type": "json_schema", "json_schema": {}}}),
             "response_format",
         ),
-        (json!({"logprobs": true}), "logprobs"),
-        (json!({"top_logprobs": 3}), "top_logprobs"),
         (json!({"messages": image}), "messages[0].content[1].type"),
         (json!({"messages": tool_call}), "messages[0].tool_calls"),
     ];
@@ -345,7 +348,7 @@ async fn malformed_messages_are_400_naming_the_field() {
 
 #[tokio::test]
 async fn a_client_disconnect_drops_the_generation_stream() {
-    let server = TestServer::with_script(Script::Hang(vec![Ok(GenEvent::Delta("Hi".into()))]));
+    let server = TestServer::with_script(Script::Hang(vec![Ok(delta("Hi"))]));
     let request = json_request(PATH, &chat(json!({"stream": true})));
     let response = server.router().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -367,7 +370,7 @@ async fn a_client_disconnect_drops_the_generation_stream() {
 
 #[tokio::test]
 async fn a_dropped_non_streaming_request_drops_the_generation_stream() {
-    let server = TestServer::with_script(Script::Hang(vec![Ok(GenEvent::Delta("Hi".into()))]));
+    let server = TestServer::with_script(Script::Hang(vec![Ok(delta("Hi"))]));
     let call = server
         .router()
         .oneshot(json_request(PATH, &chat(json!({}))));

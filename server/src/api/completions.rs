@@ -1,5 +1,6 @@
-//! `POST /v1/completions`. A list of k prompts runs k generations concurrently: choices
-//! `0..k` in prompt order, usage summed.
+//! `POST /v1/completions`. A list of k prompts with `n` samples each runs k * n
+//! generations concurrently: choice `prompt_index * n + sample_index` (OpenAI's order),
+//! each prompt counted once in the usage.
 
 use axum::extract::State;
 use axum::response::sse::Event;
@@ -8,14 +9,17 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 
+use super::deadline::Deadline;
 use super::error::ApiError;
-use super::generation::{admit, collect_all, total_usage, unix_now};
+use super::generation::{admit, collect_all, response_usage, unix_now};
 use super::json::ApiJson;
+use super::logprobs;
 use super::request_id::RequestId;
-use super::sampling::CommonParams;
-use super::stream::{json_event, sse_response, ChunkFormat, ChunkMeta};
+use super::sampling::{CommonParams, LogprobsParams};
+use super::stream::{json_event, sse_response, ChunkFormat, ChunkMeta, DeltaRef};
 use super::types::{
-    CompletionRequest, TextChoice, TextChunk, TextChunkChoice, TextCompletion, UsageOut,
+    CompletionLogprobs, CompletionRequest, TextChoice, TextChunk, TextChunkChoice, TextCompletion,
+    UsageOut,
 };
 use super::{backend_header, AppState};
 use crate::backend::{FinishReason, GenerateRequest, Prompt, Usage};
@@ -30,6 +34,7 @@ pub(crate) fn routes() -> Router<AppState> {
 async fn create(
     State(state): State<AppState>,
     request_id: RequestId,
+    Deadline(deadline): Deadline,
     ApiJson(body): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.ensure_accepting()?;
@@ -55,21 +60,25 @@ async fn create(
             sampling: options.sampling.clone(),
             max_tokens_explicit: options.max_tokens_explicit,
             stop: options.stop.clone(),
+            deadline,
         })
         .collect();
-    let generations = admit(backend.as_ref(), requests).await?;
+    let generations = admit(backend.as_ref(), requests, options.n).await?;
     let meta = ChunkMeta {
         id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
         created: unix_now(),
         model: body.model,
         include_usage: options.include_usage,
+        logprobs: options.sampling.logprobs.is_some(),
+        n: options.n,
     };
     if options.stream {
         let response = sse_response(TextFormat(meta), generations);
         return Ok((backend_header(), response).into_response());
     }
     let completed = collect_all(generations).await?;
-    let usage = total_usage(completed.iter().map(|c| &c.usage));
+    let usages: Vec<_> = completed.iter().map(|c| c.usage).collect();
+    let usage = response_usage(&usages, meta.n);
     let response = TextCompletion {
         id: meta.id,
         object: "text_completion",
@@ -80,8 +89,10 @@ async fn create(
             .enumerate()
             .map(|(index, c)| TextChoice {
                 index,
+                logprobs: meta
+                    .logprobs
+                    .then(|| logprobs::completion(&c.logprobs, &c.text_offset)),
                 text: c.text,
-                logprobs: None,
                 finish_reason: c.finish_reason.as_str(),
             })
             .collect(),
@@ -107,6 +118,7 @@ pub(crate) fn common_params(body: &CompletionRequest) -> CommonParams<'_> {
         stream: body.stream,
         stream_options: body.stream_options,
         logit_bias: body.logit_bias.as_ref(),
+        logprobs: LogprobsParams::Completion(body.logprobs.as_ref()),
     }
 }
 
@@ -131,9 +143,6 @@ fn reject_unsupported(body: &CompletionRequest) -> Result<(), ApiError> {
                 "; only best_of = 1 is accepted",
             ))
         }
-    }
-    if body.logprobs.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(ApiError::unsupported("logprobs", ""));
     }
     Ok(())
 }
@@ -213,11 +222,17 @@ impl TextFormat {
     }
 
     /// A chunk for one choice, with `"usage": null` when usage was asked for.
-    fn choice_chunk(&self, index: usize, text: &str, finish: Option<FinishReason>) -> Event {
+    fn choice_chunk(
+        &self,
+        index: usize,
+        text: &str,
+        logprobs: Option<CompletionLogprobs>,
+        finish: Option<FinishReason>,
+    ) -> Event {
         let choice = TextChunkChoice {
             index,
             text,
-            logprobs: None,
+            logprobs,
             finish_reason: finish.map(FinishReason::as_str),
         };
         self.chunk(vec![choice], self.0.usage_placeholder())
@@ -233,12 +248,16 @@ impl ChunkFormat for TextFormat {
         None
     }
 
-    fn delta(&self, index: usize, text: &str) -> Event {
-        self.choice_chunk(index, text, None)
+    fn delta(&self, index: usize, delta: DeltaRef<'_>) -> Event {
+        let logprobs = self
+            .0
+            .logprobs
+            .then(|| logprobs::completion(delta.logprobs, delta.text_offset));
+        self.choice_chunk(index, delta.text, logprobs, None)
     }
 
     fn finish(&self, index: usize, reason: FinishReason) -> Event {
-        self.choice_chunk(index, "", Some(reason))
+        self.choice_chunk(index, "", None, Some(reason))
     }
 
     fn usage(&self, usage: Usage) -> Event {

@@ -40,6 +40,9 @@ pub enum ApiError {
     /// 503: nothing can serve the request now (draining, engine stopped, not ready).
     #[error("{0}")]
     Unavailable(String),
+    /// 504: the request's deadline (`x-inferd-deadline-ms`) passed before it finished.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// 500: the details are logged, never returned to the client.
     #[error("internal server error")]
     Internal(String),
@@ -102,6 +105,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -134,6 +138,7 @@ impl ApiError {
             // Not logged here: readiness probes hit this every few seconds while a
             // backend loads or drains, and the request line already records the 503.
             ApiError::Unavailable(_) => ("service_unavailable", None, None),
+            ApiError::DeadlineExceeded(_) => ("timeout_error", None, Some("deadline_exceeded")),
             ApiError::Internal(details) => {
                 tracing::error!(details = %details, "internal error");
                 ("internal_error", None, None)
@@ -175,6 +180,7 @@ impl From<BackendError> for ApiError {
                 ApiError::Overloaded { retry_after_secs }
             }
             BackendError::Unavailable(reason) => ApiError::Unavailable(reason),
+            BackendError::DeadlineExceeded(reason) => ApiError::DeadlineExceeded(reason),
             BackendError::Internal(details) => ApiError::Internal(details),
         }
     }
@@ -298,6 +304,16 @@ mod tests {
                 ),
             ),
             (
+                ApiError::DeadlineExceeded("the request's deadline of 250ms passed".into()),
+                StatusCode::GATEWAY_TIMEOUT,
+                body(
+                    "the request's deadline of 250ms passed",
+                    "timeout_error",
+                    Value::Null,
+                    json!("deadline_exceeded"),
+                ),
+            ),
+            (
                 ApiError::Internal("CUDA exploded at layer 7".into()),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 body(
@@ -357,6 +373,10 @@ mod tests {
             (
                 BackendError::Unavailable("draining".into()),
                 StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                BackendError::DeadlineExceeded("too slow".into()),
+                StatusCode::GATEWAY_TIMEOUT,
             ),
             (
                 BackendError::Internal("boom".into()),

@@ -1,4 +1,5 @@
-//! Plumbing shared by the generation handlers: admission and non-streaming collection.
+//! Plumbing shared by the generation handlers: admission, non-streaming collection and
+//! the usage of a whole response.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -6,7 +7,10 @@ use futures::future::try_join_all;
 use futures::StreamExt;
 
 use super::error::ApiError;
-use crate::backend::{Backend, FinishReason, GenEvent, GenerateRequest, Generation, Usage};
+use super::logprobs::TextOffsets;
+use crate::backend::{
+    Backend, FinishReason, GenEvent, GenerateRequest, Generation, TokenLogprob, Usage,
+};
 
 /// Unix seconds, for the `created` field of responses.
 pub(crate) fn unix_now() -> u64 {
@@ -17,25 +21,43 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Admits every choice before the response starts, so that refusals (429, 400 prompt too
-/// long, 503) become the HTTP status. Choices are admitted concurrently; if one is
-/// refused the others are dropped, which releases them in the backend.
+/// long, 503) become the HTTP status. Each prompt gets `n` samples from one
+/// `generate_n` call (they share the prompt's KV); prompts are admitted concurrently. If
+/// one is refused the others are dropped, which releases them in the backend.
+///
+/// Choice `prompt_index * n + sample_index` is the result's element of that index.
 pub(crate) async fn admit(
     backend: &dyn Backend,
     requests: Vec<GenerateRequest>,
+    n: usize,
 ) -> Result<Vec<Generation>, ApiError> {
-    try_join_all(
+    let per_prompt = try_join_all(
         requests
             .into_iter()
-            .map(|request| backend.generate(request)),
+            .map(|request| backend.generate_n(request, n)),
     )
-    .await
-    .map_err(ApiError::from)
+    .await?;
+    let mut choices = Vec::with_capacity(per_prompt.len() * n);
+    for samples in per_prompt {
+        if samples.len() != n {
+            return Err(ApiError::Internal(format!(
+                "the backend admitted {} generations for n = {n}",
+                samples.len()
+            )));
+        }
+        choices.extend(samples);
+    }
+    Ok(choices)
 }
 
 /// One finished choice of a non-streaming response.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Completed {
     pub text: String,
+    /// One entry per generated token when logprobs were asked for, else empty.
+    pub logprobs: Vec<TokenLogprob>,
+    /// Where each token of `logprobs` starts in `text` (see [`TextOffsets`]).
+    pub text_offset: Vec<usize>,
     pub finish_reason: FinishReason,
     pub usage: Usage,
 }
@@ -45,12 +67,28 @@ pub(crate) struct Completed {
 pub(crate) async fn collect(generation: Generation) -> Result<Completed, ApiError> {
     let mut events = generation.events;
     let mut text = String::new();
+    let mut all_logprobs = Vec::new();
+    let mut text_offset = Vec::new();
+    let mut offsets = TextOffsets::default();
     while let Some(event) = events.next().await {
         match event? {
-            GenEvent::Delta(delta) => text.push_str(&delta),
+            GenEvent::Delta {
+                text: delta,
+                logprobs,
+            } => {
+                if !logprobs.is_empty() {
+                    text_offset.extend(offsets.advance(&delta, &logprobs));
+                    all_logprobs.extend(logprobs);
+                } else {
+                    offsets.advance(&delta, &[]);
+                }
+                text.push_str(&delta);
+            }
             GenEvent::Finished { reason, usage } => {
                 return Ok(Completed {
                     text,
+                    logprobs: all_logprobs,
+                    text_offset,
                     finish_reason: reason,
                     usage,
                 })
@@ -67,12 +105,48 @@ pub(crate) async fn collect_all(generations: Vec<Generation>) -> Result<Vec<Comp
     try_join_all(generations.into_iter().map(collect)).await
 }
 
-/// Sums the usage of several choices.
-pub(crate) fn total_usage<'a>(usages: impl IntoIterator<Item = &'a Usage>) -> Usage {
-    usages
-        .into_iter()
-        .fold(Usage::default(), |total, usage| Usage {
-            prompt_tokens: total.prompt_tokens + usage.prompt_tokens,
-            completion_tokens: total.completion_tokens + usage.completion_tokens,
-        })
+/// The usage of a response from its choices' (in choice order, `n` consecutive choices
+/// per prompt). A prompt is counted once however many samples it has: its prompt tokens
+/// as the most any sample reports (all should agree), its cached tokens as the fewest
+/// (samples after the first may find the prompt the first computed); completion tokens
+/// of every choice are summed.
+pub(crate) fn response_usage(choices: &[Usage], n: usize) -> Usage {
+    let mut total = Usage::default();
+    for samples in choices.chunks(n.max(1)) {
+        let most = |field: fn(&Usage) -> usize| samples.iter().map(field).max().unwrap_or(0);
+        let fewest = |field: fn(&Usage) -> usize| samples.iter().map(field).min().unwrap_or(0);
+        total.prompt_tokens += most(|u| u.prompt_tokens);
+        total.cached_tokens += fewest(|u| u.cached_tokens);
+        total.completion_tokens += samples.iter().map(|u| u.completion_tokens).sum::<usize>();
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+        }
+    }
+
+    #[test]
+    fn usage_counts_each_prompt_once() {
+        // Two prompts, three samples each.
+        let choices = [
+            usage(10, 1, 0),
+            usage(10, 2, 10),
+            usage(10, 3, 10),
+            usage(7, 4, 4),
+            usage(7, 5, 7),
+            usage(7, 6, 7),
+        ];
+        assert_eq!(response_usage(&choices, 3), usage(17, 21, 4));
+        assert_eq!(response_usage(&choices[..1], 1), usage(10, 1, 0));
+        assert_eq!(response_usage(&[], 2), Usage::default());
+    }
 }

@@ -9,9 +9,16 @@ pub mod request_id;
 pub mod types;
 
 mod chat;
+#[cfg(test)]
+mod choices_tests;
 mod completions;
+mod deadline;
 mod generation;
 mod health;
+mod logprobs;
+#[cfg(test)]
+mod logprobs_tests;
+pub mod metrics;
 mod models;
 mod sampling;
 mod stream;
@@ -30,6 +37,8 @@ use crate::backend::Backend;
 use error::ApiError;
 use json::BodyLimit;
 
+pub use deadline::DEADLINE_HEADER;
+
 /// Which backend served a response (`local`, later `replica:<addr>`, `bedrock`).
 pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-inferd-backend");
 
@@ -44,6 +53,8 @@ pub struct AppState {
     pub backends: Arc<BTreeMap<String, Arc<dyn Backend>>>,
     /// Set on SIGTERM: `/ready` turns 503 and new generation requests get 503.
     pub draining: Arc<AtomicBool>,
+    /// Prometheus registry served at `/metrics`.
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl AppState {
@@ -51,6 +62,7 @@ impl AppState {
         AppState {
             backends: Arc::new(backends),
             draining: Arc::new(AtomicBool::new(false)),
+            metrics: crate::telemetry::metrics::Metrics::new(),
         }
     }
 
@@ -81,6 +93,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(completions::routes())
         .merge(models::routes())
         .merge(health::routes())
+        .merge(metrics::routes())
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

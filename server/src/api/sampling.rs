@@ -1,5 +1,5 @@
 //! The request fields chat and completions share: range checks and the mapping to the
-//! backend's `SamplingParams`, stop strings and streaming options.
+//! backend's `SamplingParams`, `n`, logprobs, stop strings and streaming options.
 
 use serde_json::{Number, Value};
 
@@ -9,6 +9,13 @@ use crate::backend::SamplingParams;
 
 /// Most stop strings one request may carry.
 pub(crate) const MAX_STOP_SEQUENCES: usize = 16;
+
+/// Most choices (`n`) per prompt.
+pub(crate) const MAX_N: usize = 16;
+
+/// Most alternatives per position: chat `top_logprobs` (OpenAI's limit) and completions
+/// `logprobs` (OpenAI allows 5, vLLM 20; we follow vLLM).
+pub(crate) const MAX_TOP_LOGPROBS: usize = 20;
 
 /// `max_tokens` when the client sets none. The backend clamps it to what the context
 /// leaves (`max_tokens_explicit` is false); it stays far from `usize::MAX` so that
@@ -34,12 +41,33 @@ pub(crate) struct CommonParams<'a> {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub logit_bias: Option<&'a Value>,
+    pub logprobs: LogprobsParams<'a>,
+}
+
+/// How the request asks for logprobs: the two endpoints spell it differently.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LogprobsParams<'a> {
+    /// Chat: `logprobs: true` plus `top_logprobs: 0..=20` alternatives.
+    Chat {
+        logprobs: Option<bool>,
+        top_logprobs: Option<&'a Value>,
+    },
+    /// Completions: `logprobs: k`, the number of alternatives (`null`: none).
+    Completion(Option<&'a Value>),
+}
+
+impl Default for LogprobsParams<'_> {
+    fn default() -> Self {
+        LogprobsParams::Completion(None)
+    }
 }
 
 /// What the shared fields become once validated.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct GenerationOptions {
     pub sampling: SamplingParams,
+    /// Choices per prompt, `1..=MAX_N`.
+    pub n: usize,
     pub max_tokens_explicit: bool,
     pub stop: Vec<String>,
     pub stream: bool,
@@ -48,7 +76,8 @@ pub(crate) struct GenerationOptions {
 
 impl CommonParams<'_> {
     pub(crate) fn validate(&self) -> Result<GenerationOptions, ApiError> {
-        check_n(self.n)?;
+        let n = check_n(self.n)?;
+        let logprobs = self.logprobs.validate()?;
         if let Some(bias) = self.logit_bias {
             let empty = bias.is_null() || bias.as_object().is_some_and(|map| map.is_empty());
             if !empty {
@@ -94,9 +123,11 @@ impl CommonParams<'_> {
                 .unwrap_or(1.0),
             max_tokens,
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            logprobs,
         };
         Ok(GenerationOptions {
             sampling,
+            n,
             max_tokens_explicit,
             stop: stop_strings(self.stop)?,
             stream,
@@ -105,19 +136,62 @@ impl CommonParams<'_> {
     }
 }
 
-fn check_n(n: Option<i64>) -> Result<(), ApiError> {
+fn check_n(n: Option<i64>) -> Result<usize, ApiError> {
     match n {
-        None | Some(1) => Ok(()),
+        None => Ok(1),
         Some(n) if n < 1 => Err(ApiError::invalid(
             "n",
             format!("n must be at least 1, got {n}"),
         )),
-        Some(n) => Err(ApiError::invalid(
-            "n",
-            format!(
-                "n must be at most 1 (up to 1 choice per request is supported for now), got {n}"
-            ),
-        )),
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n <= MAX_N => Ok(n),
+            _ => Err(ApiError::invalid(
+                "n",
+                format!("n must be at most {MAX_N}, got {n}"),
+            )),
+        },
+    }
+}
+
+impl LogprobsParams<'_> {
+    /// `SamplingParams::logprobs`: `None`, or the number of alternatives per position.
+    fn validate(&self) -> Result<Option<usize>, ApiError> {
+        match *self {
+            LogprobsParams::Chat {
+                logprobs,
+                top_logprobs,
+            } => {
+                let top = top_count("top_logprobs", top_logprobs)?;
+                match (logprobs.unwrap_or(false), top) {
+                    (true, top) => Ok(Some(top.unwrap_or(0))),
+                    // As vLLM: `top_logprobs: 0` alone asks for nothing and is accepted.
+                    (false, None | Some(0)) => Ok(None),
+                    (false, Some(_)) => Err(ApiError::invalid(
+                        "top_logprobs",
+                        "top_logprobs requires logprobs to be true",
+                    )),
+                }
+            }
+            LogprobsParams::Completion(value) => top_count("logprobs", value),
+        }
+    }
+}
+
+/// `null` or an integer in `0..=MAX_TOP_LOGPROBS`.
+fn top_count(param: &str, value: Option<&Value>) -> Result<Option<usize>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let out_of_range = || {
+        ApiError::invalid(
+            param,
+            format!("{param} must be an integer between 0 and {MAX_TOP_LOGPROBS}, got {value}"),
+        )
+    };
+    let count = value.as_u64().ok_or_else(out_of_range)?;
+    match usize::try_from(count) {
+        Ok(count) if count <= MAX_TOP_LOGPROBS => Ok(Some(count)),
+        _ => Err(out_of_range()),
     }
 }
 
@@ -206,262 +280,5 @@ fn stop_strings(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use axum::http::StatusCode;
-    use serde_json::{json, Value};
-
-    use super::*;
-    use crate::api::testing::{post_json, TestServer};
-
-    fn validate(fields: Value) -> Result<GenerationOptions, ApiError> {
-        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-        if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
-            body.extend(fields.clone());
-        }
-        let request: crate::api::types::ChatCompletionRequest =
-            serde_json::from_value(body).unwrap();
-        crate::api::chat::common_params(&request).validate()
-    }
-
-    #[test]
-    fn defaults() {
-        let options = validate(json!({})).unwrap();
-        assert_eq!(
-            options,
-            GenerationOptions {
-                sampling: SamplingParams {
-                    temperature: 1.0,
-                    top_k: None,
-                    top_p: 1.0,
-                    min_p: 0.0,
-                    seed: None,
-                    presence_penalty: 0.0,
-                    frequency_penalty: 0.0,
-                    repetition_penalty: 1.0,
-                    max_tokens: UNSET_MAX_TOKENS,
-                    ignore_eos: false,
-                },
-                max_tokens_explicit: false,
-                stop: vec![],
-                stream: false,
-                include_usage: false,
-            }
-        );
-    }
-
-    #[test]
-    fn every_field_maps() {
-        let options = validate(json!({
-            "max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
-            "seed": 42, "stop": ["\n\n", "END"], "presence_penalty": 0.5,
-            "frequency_penalty": -0.5, "repetition_penalty": 1.1, "ignore_eos": true,
-            "n": 1, "stream": true, "stream_options": {"include_usage": true},
-            "user": "alice", "logit_bias": {}
-        }))
-        .unwrap();
-        assert_eq!(
-            options,
-            GenerationOptions {
-                sampling: SamplingParams {
-                    temperature: 0.5,
-                    top_k: Some(40),
-                    top_p: 0.9,
-                    min_p: 0.05,
-                    seed: Some(42),
-                    presence_penalty: 0.5,
-                    frequency_penalty: -0.5,
-                    repetition_penalty: 1.1,
-                    max_tokens: 7,
-                    ignore_eos: true,
-                },
-                max_tokens_explicit: true,
-                stop: vec!["\n\n".to_owned(), "END".to_owned()],
-                stream: true,
-                include_usage: true,
-            }
-        );
-    }
-
-    #[test]
-    fn edge_values_map() {
-        let o = validate(json!({"max_completion_tokens": 3, "max_tokens": 100})).unwrap();
-        assert_eq!(o.sampling.max_tokens, 3, "max_completion_tokens wins");
-        let o = validate(json!({"max_completion_tokens": 3, "max_tokens": 0})).unwrap();
-        assert_eq!(
-            o.sampling.max_tokens, 3,
-            "the ignored max_tokens is not validated"
-        );
-        assert_eq!(validate(json!({"top_k": -1})).unwrap().sampling.top_k, None);
-        assert_eq!(validate(json!({"top_k": 0})).unwrap().sampling.top_k, None);
-        assert_eq!(
-            validate(json!({"seed": -1})).unwrap().sampling.seed,
-            Some(u64::MAX)
-        );
-        let big = json!({"seed": 18_446_744_073_709_551_615_u64});
-        assert_eq!(validate(big).unwrap().sampling.seed, Some(u64::MAX));
-        assert_eq!(validate(json!({"stop": "###"})).unwrap().stop, vec!["###"]);
-        assert!(validate(json!({"stop": null})).unwrap().stop.is_empty());
-        assert_eq!(
-            validate(json!({"temperature": 0}))
-                .unwrap()
-                .sampling
-                .temperature,
-            0.0
-        );
-        assert_eq!(
-            validate(json!({"temperature": 2}))
-                .unwrap()
-                .sampling
-                .temperature,
-            2.0
-        );
-        assert_eq!(validate(json!({"top_p": 1})).unwrap().sampling.top_p, 1.0);
-        assert_eq!(validate(json!({"min_p": 1})).unwrap().sampling.min_p, 1.0);
-        assert_eq!(
-            validate(json!({"repetition_penalty": 2}))
-                .unwrap()
-                .sampling
-                .repetition_penalty,
-            2.0
-        );
-        let o = validate(json!({"stream": true, "stream_options": {}})).unwrap();
-        assert!(o.stream && !o.include_usage);
-        let sixteen: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
-        assert_eq!(validate(json!({"stop": sixteen})).unwrap().stop.len(), 16);
-    }
-
-    /// (extra fields, param, a substring the message must contain)
-    fn range_cases() -> Vec<(Value, &'static str, &'static str)> {
-        let seventeen: Vec<String> = (0..17).map(|i| format!("s{i}")).collect();
-        vec![
-            (
-                json!({"temperature": 3.5}),
-                "temperature",
-                "between 0 and 2, got 3.5",
-            ),
-            (
-                json!({"temperature": -0.1}),
-                "temperature",
-                "between 0 and 2, got -0.1",
-            ),
-            (
-                json!({"top_p": 0}),
-                "top_p",
-                "greater than 0 and at most 1, got 0",
-            ),
-            (
-                json!({"top_p": 1.5}),
-                "top_p",
-                "greater than 0 and at most 1, got 1.5",
-            ),
-            (json!({"top_k": -2}), "top_k", "positive integer, got -2"),
-            (json!({"min_p": 1.5}), "min_p", "between 0 and 1, got 1.5"),
-            (json!({"min_p": -0.5}), "min_p", "between 0 and 1, got -0.5"),
-            (
-                json!({"presence_penalty": 2.5}),
-                "presence_penalty",
-                "between -2 and 2, got 2.5",
-            ),
-            (
-                json!({"presence_penalty": -3}),
-                "presence_penalty",
-                "between -2 and 2, got -3",
-            ),
-            (
-                json!({"frequency_penalty": 2.1}),
-                "frequency_penalty",
-                "between -2 and 2, got 2.1",
-            ),
-            (
-                json!({"frequency_penalty": -2.1}),
-                "frequency_penalty",
-                "between -2 and 2, got -2.1",
-            ),
-            (
-                json!({"repetition_penalty": 0}),
-                "repetition_penalty",
-                "greater than 0 and at most 2, got 0",
-            ),
-            (
-                json!({"repetition_penalty": 2.5}),
-                "repetition_penalty",
-                "greater than 0 and at most 2, got 2.5",
-            ),
-            (json!({"max_tokens": 0}), "max_tokens", "at least 1, got 0"),
-            (
-                json!({"max_tokens": -5}),
-                "max_tokens",
-                "at least 1, got -5",
-            ),
-            (
-                json!({"max_completion_tokens": 0}),
-                "max_completion_tokens",
-                "at least 1, got 0",
-            ),
-            (json!({"n": 2}), "n", "up to 1"),
-            (json!({"n": 0}), "n", "at least 1, got 0"),
-            (json!({"seed": 1.5}), "seed", "integer, got 1.5"),
-            (json!({"stop": ""}), "stop", "must not be empty"),
-            (json!({"stop": ["a", ""]}), "stop", "must not be empty"),
-            (
-                json!({"stop": ["a", 3]}),
-                "stop",
-                "stop[1] must be a string",
-            ),
-            (json!({"stop": 3}), "stop", "string or an array of strings"),
-            (
-                json!({"stop": seventeen}),
-                "stop",
-                "at most 16 strings, got 17",
-            ),
-            (
-                json!({"stream_options": {"include_usage": true}}),
-                "stream_options",
-                "only allowed when stream is true",
-            ),
-            (
-                json!({"logit_bias": {"50256": -100}}),
-                "logit_bias",
-                "not supported yet",
-            ),
-        ]
-    }
-
-    async fn expect_400(path: &str, base: Value, cases: &[(Value, &str, &str)]) {
-        let server = TestServer::new();
-        for (fields, param, needle) in cases {
-            let mut body = base.clone();
-            if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
-                body.extend(fields.clone());
-            }
-            let reply = post_json(&server.router(), path, body).await;
-            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path} {fields}");
-            let error = &reply.json["error"];
-            assert_eq!(error["type"], "invalid_request_error", "{fields}");
-            assert_eq!(error["param"], *param, "{fields}");
-            let message = error["message"].as_str().unwrap_or_default();
-            assert!(message.contains(param), "{fields}: {message}");
-            assert!(message.contains(needle), "{fields}: {message}");
-        }
-        assert!(
-            server.backend.requests().is_empty(),
-            "nothing reached the backend"
-        );
-    }
-
-    #[tokio::test]
-    async fn range_errors_are_400_naming_the_field_and_limit_for_chat() {
-        let base = json!({"model": "test-model", "messages": [{"role": "user", "content": "hi"}]});
-        expect_400("/v1/chat/completions", base, &range_cases()).await;
-    }
-
-    #[tokio::test]
-    async fn range_errors_are_400_naming_the_field_and_limit_for_completions() {
-        let base = json!({"model": "test-model", "prompt": "hi"});
-        let cases: Vec<_> = range_cases()
-            .into_iter()
-            .filter(|(_, param, _)| *param != "max_completion_tokens")
-            .collect();
-        expect_400("/v1/completions", base, &cases).await;
-    }
-}
+#[path = "sampling_tests.rs"]
+mod tests;

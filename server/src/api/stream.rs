@@ -2,10 +2,11 @@
 //!
 //! One driver turns the admitted generations of a request into SSE events; chat and
 //! completions differ only in how a chunk looks ([`ChunkFormat`]). Order of events:
-//! each choice's opening chunk (chat: the role delta), one chunk per text delta, one
-//! chunk per choice with its `finish_reason`, the usage chunk when asked for, then
-//! `data: [DONE]`. A backend error after the response started becomes one
-//! `data: {"error":{…}}` event followed by `data: [DONE]`.
+//! each choice's opening chunk (chat: the role delta), one chunk per backend delta (its
+//! text and, when asked for, its tokens' logprobs), one chunk per choice with its
+//! `finish_reason`, the usage chunk when asked for, then `data: [DONE]`. Choices
+//! interleave as their tokens arrive. A backend error after the response started (e.g. a
+//! passed deadline) becomes one `data: {"error":{…}}` event followed by `data: [DONE]`.
 //!
 //! The driver owns the generations' streams and spawns nothing: when the client goes
 //! away axum drops the body, which drops the streams, which tells the backend to stop.
@@ -24,9 +25,10 @@ use serde::Serialize;
 use tracing::Span;
 
 use super::error::ApiError;
-use super::generation::total_usage;
+use super::generation::response_usage;
+use super::logprobs::TextOffsets;
 use super::types::UsageOut;
-use crate::backend::{BackendError, FinishReason, GenEvent, Generation, Usage};
+use crate::backend::{BackendError, FinishReason, GenEvent, Generation, TokenLogprob, Usage};
 
 /// The fields every chunk of one response shares.
 #[derive(Clone, Debug)]
@@ -35,6 +37,10 @@ pub(crate) struct ChunkMeta {
     pub created: u64,
     pub model: String,
     pub include_usage: bool,
+    /// Whether the client asked for logprobs (then every delta chunk carries them).
+    pub logprobs: bool,
+    /// Choices per prompt: choices `p * n .. (p + 1) * n` share prompt `p` (for usage).
+    pub n: usize,
 }
 
 impl ChunkMeta {
@@ -44,12 +50,23 @@ impl ChunkMeta {
     }
 }
 
+/// One backend delta of one choice, as a chunk shows it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeltaRef<'a> {
+    /// May be empty when `logprobs` is not (a token whose text is held back).
+    pub text: &'a str,
+    /// Empty unless logprobs were asked for.
+    pub logprobs: &'a [TokenLogprob],
+    /// Where each token of `logprobs` starts in the choice's text.
+    pub text_offset: &'a [usize],
+}
+
 /// How one kind of response writes its chunks.
 pub(crate) trait ChunkFormat: Send + 'static {
     fn meta(&self) -> &ChunkMeta;
     /// Sent for each choice before any text, if anything.
     fn opening(&self, index: usize) -> Option<Event>;
-    fn delta(&self, index: usize, text: &str) -> Event;
+    fn delta(&self, index: usize, delta: DeltaRef<'_>) -> Event;
     fn finish(&self, index: usize, reason: FinishReason) -> Event;
     /// The final `"choices": []` chunk with the usage of all choices.
     fn usage(&self, usage: Usage) -> Event;
@@ -102,6 +119,7 @@ struct Driver<F> {
     events: SelectAll<BoxStream<'static, Tagged>>,
     queue: VecDeque<Event>,
     finished: Vec<Option<Usage>>,
+    offsets: Vec<TextOffsets>,
     done: bool,
     started: Instant,
     span: Span,
@@ -122,6 +140,7 @@ impl<F: ChunkFormat> Driver<F> {
             events,
             queue,
             finished: vec![None; choices],
+            offsets: vec![TextOffsets::default(); choices],
             done: false,
             started: Instant::now(),
             span,
@@ -148,8 +167,18 @@ impl<F: ChunkFormat> Driver<F> {
         };
         let already_finished = self.finished[index].is_some();
         match event {
-            Some(Ok(GenEvent::Delta(text))) if !already_finished => {
-                self.queue.push_back(self.format.delta(index, &text));
+            Some(Ok(GenEvent::Delta { text, logprobs })) if !already_finished => {
+                let logprobs_shown = self.format.meta().logprobs && !logprobs.is_empty();
+                if text.is_empty() && !logprobs_shown {
+                    return;
+                }
+                let text_offset = self.offsets[index].advance(&text, &logprobs);
+                let delta = DeltaRef {
+                    text: &text,
+                    logprobs: &logprobs,
+                    text_offset: &text_offset,
+                };
+                self.queue.push_back(self.format.delta(index, delta));
             }
             Some(Ok(GenEvent::Finished { reason, usage })) if !already_finished => {
                 self.finished[index] = Some(usage);
@@ -168,7 +197,8 @@ impl<F: ChunkFormat> Driver<F> {
 
     /// Every choice ended.
     fn complete(&mut self) {
-        let usage = total_usage(self.finished.iter().flatten());
+        let choices: Vec<Usage> = self.finished.iter().flatten().copied().collect();
+        let usage = response_usage(&choices, self.format.meta().n);
         if self.format.meta().include_usage {
             self.queue.push_back(self.format.usage(usage));
         }
@@ -177,6 +207,7 @@ impl<F: ChunkFormat> Driver<F> {
         tracing::info!(
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
+            cached_tokens = usage.cached_tokens,
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
             "stream finished"
         );

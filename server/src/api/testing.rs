@@ -1,5 +1,6 @@
-//! Test-only helpers: a `Backend` that replays scripted `GenEvent`s, and request helpers
-//! that drive the real `router(...)` in-process with `tower::ServiceExt::oneshot`.
+//! Test-only helpers: a `Backend` that replays scripted `GenEvent`s (for every sample of
+//! every prompt), and request helpers that drive the real `router(...)` in-process with
+//! `tower::ServiceExt::oneshot`.
 //!
 //! This scripted backend exists only for these unit tests of the HTTP layer. The real
 //! model and engine are exercised end to end, over real sockets, in `tests/tests/api.rs`.
@@ -20,7 +21,7 @@ use tower::ServiceExt;
 use super::{router, AppState};
 use crate::backend::{
     Backend, BackendError, FinishReason, GenEvent, GenerateRequest, Generation, ModelCard, Prompt,
-    Usage,
+    TokenLogprob, TopLogprob, Usage,
 };
 
 pub(crate) const TEST_MODEL: &str = "test-model";
@@ -33,31 +34,78 @@ pub(crate) enum Script {
     Events(Vec<Result<GenEvent, BackendError>>),
     /// Replay these events, then stay pending until the stream is dropped.
     Hang(Vec<Result<GenEvent, BackendError>>),
-    /// `Delta("echo:")`, `Delta(<prompt text>)`, `Finished(Stop)` with the prompt's
-    /// length in bytes as `prompt_tokens` and 2 completion tokens.
+    /// `"echo:"`, `<prompt text>`, for `n > 1` also `"/<sample index>"`, then
+    /// `Finished(Stop)` with the prompt's length in bytes as `prompt_tokens`,
+    /// `2 + sample index` completion tokens, and for samples after the first the whole
+    /// prompt as `cached_tokens` (they reuse the first sample's prompt).
     Echo,
     /// Refuse admission.
     Refuse(BackendError),
 }
 
-/// `"Hello", ", world"`, then `stop` with 3 prompt and 2 completion tokens.
+/// A text delta without logprobs.
+pub(crate) fn delta(text: &str) -> GenEvent {
+    GenEvent::Delta {
+        text: text.into(),
+        logprobs: Vec::new(),
+    }
+}
+
+/// A delta with the logprobs of its tokens.
+pub(crate) fn delta_with(text: &str, logprobs: Vec<TokenLogprob>) -> GenEvent {
+    GenEvent::Delta {
+        text: text.into(),
+        logprobs,
+    }
+}
+
+/// A token's logprob with its alternatives `(text, logprob)`; bytes are the UTF-8 text.
+pub(crate) fn token_logprob(token: &str, logprob: f32, top: &[(&str, f32)]) -> TokenLogprob {
+    TokenLogprob {
+        token: token.into(),
+        bytes: token.as_bytes().to_vec(),
+        logprob,
+        top: top
+            .iter()
+            .map(|(token, logprob)| TopLogprob {
+                token: (*token).into(),
+                bytes: token.as_bytes().to_vec(),
+                logprob: *logprob,
+            })
+            .collect(),
+    }
+}
+
+/// `Finished` with these counts.
+pub(crate) fn finished(
+    reason: FinishReason,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    cached_tokens: usize,
+) -> GenEvent {
+    GenEvent::Finished {
+        reason,
+        usage: Usage {
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+        },
+    }
+}
+
+/// `"Hello", ", world"`, then `stop` with 3 prompt (none cached) and 2 completion tokens.
 pub(crate) fn hello_world() -> Vec<Result<GenEvent, BackendError>> {
     vec![
-        Ok(GenEvent::Delta("Hello".into())),
-        Ok(GenEvent::Delta(", world".into())),
-        Ok(GenEvent::Finished {
-            reason: FinishReason::Stop,
-            usage: Usage {
-                prompt_tokens: 3,
-                completion_tokens: 2,
-            },
-        }),
+        Ok(delta("Hello")),
+        Ok(delta(", world")),
+        Ok(finished(FinishReason::Stop, 3, 2, 0)),
     ]
 }
 
 pub(crate) struct ScriptedBackend {
     script: Mutex<Script>,
-    requests: Mutex<Vec<GenerateRequest>>,
+    /// Each admission call: the request and its number of samples.
+    requests: Mutex<Vec<(GenerateRequest, usize)>>,
     ready: AtomicBool,
     /// Event streams handed out and not yet dropped.
     live_streams: Arc<AtomicUsize>,
@@ -89,9 +137,49 @@ impl ScriptedBackend {
         }
     }
 
-    /// Every request `generate` received, in order.
+    /// Every request `generate`/`generate_n` received, in order.
     pub(crate) fn requests(&self) -> Vec<GenerateRequest> {
-        self.requests.lock().unwrap().clone()
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .map(|(request, _)| request.clone())
+            .collect()
+    }
+
+    /// The number of samples asked for with each request (1 for `generate`), in order.
+    pub(crate) fn samples(&self) -> Vec<usize> {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().map(|(_, n)| *n).collect()
+    }
+
+    /// One sample's generation: the script's events (or refusal) for sample `sample`.
+    fn start(
+        &self,
+        script: Script,
+        request: &GenerateRequest,
+        sample: usize,
+        n: usize,
+    ) -> Result<Generation, BackendError> {
+        let (events, hang) = match script {
+            Script::Refuse(error) => return Err(error),
+            Script::Events(events) => (events, false),
+            Script::Hang(events) => (events, true),
+            Script::Echo => (echo(&request.prompt, sample, n), false),
+        };
+        let guard = LiveGuard::new(self.live_streams.clone());
+        let tail = if hang {
+            stream::pending().boxed()
+        } else {
+            stream::empty().boxed()
+        };
+        let events = stream::iter(events).chain(tail).map(move |event| {
+            let _alive = &guard;
+            event
+        });
+        Ok(Generation {
+            prompt_tokens: 3,
+            events: Box::pin(events),
+        })
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
@@ -118,29 +206,23 @@ impl Backend for ScriptedBackend {
         request: GenerateRequest,
     ) -> BoxFuture<'_, Result<Generation, BackendError>> {
         let script = self.script.lock().unwrap().clone();
-        self.requests.lock().unwrap().push(request.clone());
-        let guard = LiveGuard::new(self.live_streams.clone());
-        Box::pin(async move {
-            let (events, hang) = match script {
-                Script::Refuse(error) => return Err(error),
-                Script::Events(events) => (events, false),
-                Script::Hang(events) => (events, true),
-                Script::Echo => (echo(&request.prompt), false),
-            };
-            let tail = if hang {
-                stream::pending().boxed()
-            } else {
-                stream::empty().boxed()
-            };
-            let events = stream::iter(events).chain(tail).map(move |event| {
-                let _alive = &guard;
-                event
-            });
-            Ok(Generation {
-                prompt_tokens: 3,
-                events: Box::pin(events),
-            })
-        })
+        self.requests.lock().unwrap().push((request.clone(), 1));
+        let result = self.start(script, &request, 0, 1);
+        Box::pin(async move { result })
+    }
+
+    /// One call for all samples, as the local backend does (they share the prompt).
+    fn generate_n(
+        &self,
+        request: GenerateRequest,
+        n: usize,
+    ) -> BoxFuture<'_, Result<Vec<Generation>, BackendError>> {
+        let script = self.script.lock().unwrap().clone();
+        self.requests.lock().unwrap().push((request.clone(), n));
+        let result = (0..n)
+            .map(|sample| self.start(script.clone(), &request, sample, n))
+            .collect();
+        Box::pin(async move { result })
     }
 
     fn is_ready(&self) -> bool {
@@ -148,7 +230,7 @@ impl Backend for ScriptedBackend {
     }
 }
 
-fn echo(prompt: &Prompt) -> Vec<Result<GenEvent, BackendError>> {
+fn echo(prompt: &Prompt, sample: usize, n: usize) -> Vec<Result<GenEvent, BackendError>> {
     let text = match prompt {
         Prompt::Text(text) => text.clone(),
         Prompt::Tokens(ids) => format!("{ids:?}"),
@@ -158,17 +240,18 @@ fn echo(prompt: &Prompt) -> Vec<Result<GenEvent, BackendError>> {
             .collect::<Vec<_>>()
             .join("|"),
     };
-    vec![
-        Ok(GenEvent::Delta("echo:".into())),
-        Ok(GenEvent::Delta(text.clone())),
-        Ok(GenEvent::Finished {
-            reason: FinishReason::Stop,
-            usage: Usage {
-                prompt_tokens: text.len(),
-                completion_tokens: 2,
-            },
-        }),
-    ]
+    let mut events = vec![Ok(delta("echo:")), Ok(delta(&text))];
+    if n > 1 {
+        events.push(Ok(delta(&format!("/{sample}"))));
+    }
+    let cached = if sample == 0 { 0 } else { text.len() };
+    events.push(Ok(finished(
+        FinishReason::Stop,
+        text.len(),
+        2 + sample,
+        cached,
+    )));
+    events
 }
 
 /// A router over one scripted backend serving `test-model`.

@@ -5,7 +5,8 @@
 //! Fields whose JSON type varies (`content`, `stop`, `prompt`, …) are kept as
 //! `serde_json::Value` and checked by hand, to give messages that name the exact field.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Number, Value};
 
 use crate::backend::Usage;
@@ -70,14 +71,15 @@ pub struct ChatCompletionRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub user: Option<String>,
+    pub logprobs: Option<bool>,
+    /// An integer `0..=20`; kept as JSON to name the field in every error.
+    pub top_logprobs: Option<Value>,
     // Known, not implemented yet: rejected when used.
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
     pub functions: Option<Value>,
     pub function_call: Option<Value>,
     pub response_format: Option<Value>,
-    pub logprobs: Option<bool>,
-    pub top_logprobs: Option<Value>,
     pub logit_bias: Option<Value>,
 }
 
@@ -102,22 +104,31 @@ pub struct CompletionRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub user: Option<String>,
+    /// The number of alternatives per position, `0..=20` (`null`: no logprobs).
+    pub logprobs: Option<Value>,
     // Known, not implemented yet: rejected when used.
     pub echo: Option<bool>,
     pub suffix: Option<String>,
     pub best_of: Option<i64>,
-    pub logprobs: Option<Value>,
     pub logit_bias: Option<Value>,
 }
 
 // ---------------------------------------------------------------------------------------
 // Responses.
 
+/// The usage of a whole response: each prompt counted once, every choice's completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct UsageOut {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
 }
 
 impl From<Usage> for UsageOut {
@@ -126,12 +137,57 @@ impl From<Usage> for UsageOut {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.prompt_tokens + usage.completion_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: usage.cached_tokens,
+            },
         }
     }
 }
 
-/// Always `null`: logprobs are not implemented (and requests for them are rejected).
-pub type NoLogprobs = Option<()>;
+/// Chat logprobs of a choice (or of one chunk's delta): `{"content": [...]}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChatLogprobs {
+    pub content: Vec<ChatTokenLogprob>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatTokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<ChatTopLogprob>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatTopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+/// Completions (legacy) logprobs: parallel arrays, one entry per generated token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f32>,
+    pub top_logprobs: Vec<TopLogprobMap>,
+    /// Where each token starts in the choice's text, in characters.
+    pub text_offset: Vec<usize>,
+}
+
+/// `{token: logprob, ...}`, most likely first (serialized in this order).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TopLogprobMap(pub Vec<(String, f32)>);
+
+impl Serialize for TopLogprobMap {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (token, logprob) in &self.0 {
+            map.serialize_entry(token, logprob)?;
+        }
+        map.end()
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ChatCompletion {
@@ -147,7 +203,8 @@ pub struct ChatCompletion {
 pub struct ChatChoice {
     pub index: usize,
     pub message: AssistantMessage,
-    pub logprobs: NoLogprobs,
+    /// `null` unless the client asked for logprobs.
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: &'static str,
 }
 
@@ -174,7 +231,8 @@ pub struct ChatChunk<'a> {
 pub struct ChatChunkChoice<'a> {
     pub index: usize,
     pub delta: ChatDelta<'a>,
-    pub logprobs: NoLogprobs,
+    /// The entries of this chunk's delta; `null` unless asked for and on role/finish chunks.
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -201,7 +259,8 @@ pub struct TextCompletion {
 pub struct TextChoice {
     pub index: usize,
     pub text: String,
-    pub logprobs: NoLogprobs,
+    /// `null` unless the client asked for logprobs.
+    pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: &'static str,
 }
 
@@ -221,7 +280,8 @@ pub struct TextChunk<'a> {
 pub struct TextChunkChoice<'a> {
     pub index: usize,
     pub text: &'a str,
-    pub logprobs: NoLogprobs,
+    /// The entries of this chunk's text; `null` unless asked for and on finish chunks.
+    pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 

@@ -12,6 +12,8 @@ use serde::Serialize;
 
 pub use crate::engine::types::{FinishReason, SamplingParams, Usage};
 
+use std::time::Duration;
+
 /// One chat message, backend-neutral. Serialized as `{"role": .., "content": ..}` for
 /// chat templates.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -46,14 +48,40 @@ pub struct GenerateRequest {
     pub max_tokens_explicit: bool,
     /// Stop strings: matched across token boundaries, never emitted.
     pub stop: Vec<String>,
+    /// Give up after this long (from admission): the stream ends with
+    /// `BackendError::DeadlineExceeded`. `None`: the backend's default, if any.
+    pub deadline: Option<Duration>,
+}
+
+/// Log-probability of one generated token (when `SamplingParams::logprobs` is set).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's text (may be part of a multi-byte character: see `bytes`).
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely alternatives at this position, most likely first.
+    pub top: Vec<TopLogprob>,
+}
+
+/// One alternative of a [`TokenLogprob`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
 }
 
 /// What a backend streams back for one generation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GenEvent {
-    /// Newly decoded text, never empty, never half a UTF-8 character, never part of a
-    /// stop string.
-    Delta(String),
+    /// Newly decoded text, never half a UTF-8 character, never part of a stop string.
+    /// `text` is never empty unless `logprobs` is not (a token whose text is held back).
+    /// `logprobs` has one entry per generated token covered by this event, when asked for.
+    Delta {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
     /// The last event of a generation.
     Finished { reason: FinishReason, usage: Usage },
 }
@@ -93,6 +121,9 @@ pub enum BackendError {
     /// No capacity to serve at all (draining, engine stopped).
     #[error("{0}")]
     Unavailable(String),
+    /// The request's deadline passed before it finished.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Anything else: the details are logged, not returned.
     #[error("{0}")]
     Internal(String),
@@ -108,6 +139,30 @@ pub trait Backend: Send + Sync + 'static {
     fn generate(&self, request: GenerateRequest)
         -> BoxFuture<'_, Result<Generation, BackendError>>;
 
+    /// Admit `n` parallel samples of one request (OpenAI `n`), in sample order. Backends
+    /// that can share the prompt's work between them override this; the default admits `n`
+    /// independent generations (seeds offset by the sample index so seeded samples differ).
+    fn generate_n(
+        &self,
+        request: GenerateRequest,
+        n: usize,
+    ) -> BoxFuture<'_, Result<Vec<Generation>, BackendError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut r = request.clone();
+                r.sampling.seed = r.sampling.seed.map(|s| s.wrapping_add(i as u64));
+                out.push(self.generate(r).await?);
+            }
+            Ok(out)
+        })
+    }
+
     /// Whether the backend can take requests now (`/ready`).
     fn is_ready(&self) -> bool;
+
+    /// Generations admitted and not finished yet (drain waits for 0).
+    fn in_flight(&self) -> usize {
+        0
+    }
 }

@@ -6,6 +6,7 @@
 mod core;
 pub mod detokenizer;
 pub mod kv;
+pub mod logprobs;
 pub mod sampler;
 pub mod scheduler;
 pub mod types;
@@ -15,7 +16,10 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use crate::model::{CausalLm, KvCache};
-pub use types::{FinishReason, GenerationRequest, SamplingParams, TokenEvent, Usage};
+use crate::telemetry::metrics::ModelMetrics;
+pub use types::{
+    EngineError, FinishReason, GenerationRequest, SampledToken, SamplingParams, TokenEvent, Usage,
+};
 
 /// Limits the engine runs under (resolved from `models.toml` and the model itself).
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +53,8 @@ pub struct EngineStats {
     /// KV cache usage in parts per million.
     pub kv_usage_ppm: AtomicUsize,
     pub steps: AtomicUsize,
+    /// Sequences the engine thread holds (waiting or running).
+    pub active: AtomicUsize,
     pub alive: AtomicBool,
 }
 
@@ -95,6 +101,11 @@ impl EngineHandle {
     pub fn is_alive(&self) -> bool {
         self.stats.alive.load(Ordering::Acquire)
     }
+
+    /// Requests submitted and not yet finished (an upper bound; 0 means idle).
+    pub fn in_flight(&self) -> usize {
+        self.pending.load(Ordering::Acquire) + self.stats.active.load(Ordering::Acquire)
+    }
 }
 
 /// Starts the engine thread.
@@ -102,6 +113,7 @@ pub fn spawn(
     model: Box<dyn CausalLm>,
     cache: KvCache,
     config: EngineConfig,
+    metrics: ModelMetrics,
 ) -> std::io::Result<EngineHandle> {
     let (tx, rx) = sync_channel(config.max_waiting.max(1));
     let pending = Arc::new(AtomicUsize::new(0));
@@ -115,6 +127,7 @@ pub fn spawn(
         rx,
         pending.clone(),
         stats.clone(),
+        metrics,
     );
     std::thread::Builder::new()
         .name("inferd-engine".into())

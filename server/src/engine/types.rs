@@ -25,6 +25,10 @@ pub struct SamplingParams {
     pub max_tokens: usize,
     /// Keep generating past EOS (benchmarks).
     pub ignore_eos: bool,
+    /// Report the sampled token's log-probability and this many top alternatives
+    /// (`None`: no logprobs). Computed from the model's raw distribution (before
+    /// penalties, temperature and truncation), as OpenAI and vLLM do.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -40,6 +44,7 @@ impl Default for SamplingParams {
             repetition_penalty: 1.0,
             max_tokens: 16,
             ignore_eos: false,
+            logprobs: None,
         }
     }
 }
@@ -68,21 +73,45 @@ impl FinishReason {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// A sampled token with, when asked for, its log-probability and the top alternatives
+/// (`(token, logprob)`, most likely first).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SampledToken {
+    pub id: u32,
+    pub logprob: Option<f32>,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Why the engine ended a request early.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The request's deadline passed (waiting or running); its blocks are freed.
+    #[error("the request's deadline of {0:?} passed")]
+    DeadlineExceeded(std::time::Duration),
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// What the engine sends back for one request, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TokenEvent {
+    /// The sequence entered the running batch for the first time; `cached_tokens` prompt
+    /// tokens were found in the prefix cache.
+    Admitted { cached_tokens: usize },
     /// One newly sampled token.
-    Token(u32),
+    Token(SampledToken),
     /// The sequence ended; no more events follow. `completion_tokens` counts every
     /// `Token` event sent before it.
     Finished {
         reason: FinishReason,
         completion_tokens: usize,
     },
-    /// The engine failed this request; no more events follow.
-    Error(String),
+    /// The engine ended this request early; no more events follow.
+    Error(EngineError),
 }
 
 /// One request as the engine receives it: already tokenized and validated.
@@ -92,9 +121,14 @@ pub struct GenerationRequest {
     pub request_id: String,
     pub prompt_tokens: Vec<u32>,
     pub sampling: SamplingParams,
-    /// Sized by the submitter to hold every event this request can produce
-    /// (`max_tokens + 1`), so the engine's `try_send` never finds it full.
-    /// A closed receiver means the client is gone: the engine aborts the sequence.
-    pub events: tokio::sync::mpsc::Sender<TokenEvent>,
+    /// One channel per choice (`n` = `events.len()`, at least 1): parallel samples of the
+    /// same prompt, which share its KV blocks. Each is sized by the submitter to hold
+    /// every event its choice can produce (`max_tokens + 2`: admitted, tokens, finished), so the engine's `try_send`
+    /// never finds it full. A closed receiver means the client is gone: the engine aborts
+    /// that choice.
+    pub events: Vec<tokio::sync::mpsc::Sender<TokenEvent>>,
     pub arrival: Instant,
+    /// When to give up (waiting or running): the request ends with
+    /// `EngineError::DeadlineExceeded` and its blocks are freed.
+    pub deadline: Option<Instant>,
 }

@@ -12,6 +12,8 @@
 //!
 //! `log`-crate records (e.g. from `hf-hub`, `ureq`) are forwarded too.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};

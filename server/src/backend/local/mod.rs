@@ -1,6 +1,9 @@
 //! The local engine as a `Backend`: chat template, tokenization and admission checks on the
-//! way in; incremental detokenization and stop strings on the way out (in the request's own
-//! task, off the engine thread).
+//! way in; incremental detokenization, stop strings and logprobs on the way out (in the
+//! request's own task, off the engine thread).
+
+mod output;
+mod token_text;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,15 +12,14 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{
-    Backend, BackendError, FinishReason, GenEvent, GenerateRequest, Generation, ModelCard, Prompt,
-    Usage,
-};
-use crate::engine::detokenizer::{IncrementalDetokenizer, StopMatcher, StopOutcome};
+use super::{Backend, BackendError, GenerateRequest, Generation, ModelCard, Prompt};
+use crate::engine::detokenizer::{IncrementalDetokenizer, StopMatcher};
 use crate::engine::kv::blocks_for;
-use crate::engine::{EngineHandle, GenerationRequest, SubmitError, TokenEvent};
+use crate::engine::{EngineHandle, GenerationRequest, SubmitError};
 use crate::model::chat_template::{ChatTemplate, TemplateError};
 use crate::model::tokenizer::ModelTokenizer;
+use output::Output;
+use token_text::TokenText;
 
 /// Serves one model from the in-process engine.
 pub struct LocalBackend {
@@ -25,6 +27,7 @@ pub struct LocalBackend {
     engine: EngineHandle,
     tokenizer: Arc<ModelTokenizer>,
     detok_tokenizer: Arc<tokenizers::Tokenizer>,
+    token_text: Arc<TokenText>,
     template: Option<Arc<ChatTemplate>>,
 }
 
@@ -40,6 +43,7 @@ impl LocalBackend {
             card,
             engine,
             tokenizer: Arc::new(tokenizer),
+            token_text: Arc::new(TokenText::new(detok_tokenizer.clone())),
             detok_tokenizer,
             template: template.map(Arc::new),
         }
@@ -95,7 +99,8 @@ impl LocalBackend {
         }
     }
 
-    fn admit(&self, req: GenerateRequest) -> Result<Generation, BackendError> {
+    /// Admits `n` samples of one request; they share the prompt's KV blocks.
+    fn admit(&self, req: GenerateRequest, n: usize) -> Result<Vec<Generation>, BackendError> {
         let cfg = self.engine.config();
         let (prompt, param) = self.tokenize(&req.prompt)?;
         let max_len = cfg.max_model_len;
@@ -136,14 +141,19 @@ impl LocalBackend {
             ));
         }
         let prompt_tokens = prompt.len();
-        let (tx, rx) = mpsc::channel(sampling.max_tokens + 2);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
+            .map(|_| mpsc::channel(sampling.max_tokens + 2))
+            .unzip();
+        let logprobs = sampling.logprobs.is_some();
+        let arrival = Instant::now();
         self.engine
             .submit(GenerationRequest {
                 request_id: req.request_id.clone(),
                 prompt_tokens: prompt,
                 sampling,
-                events: tx,
-                arrival: Instant::now(),
+                events: senders,
+                arrival,
+                deadline: req.deadline.map(|d| arrival + d),
             })
             .map_err(|e| match e {
                 SubmitError::Overloaded(_) => BackendError::Overloaded {
@@ -151,117 +161,35 @@ impl LocalBackend {
                 },
                 SubmitError::Stopped => BackendError::Unavailable("The engine has stopped.".into()),
             })?;
-        let out = Output {
-            rx,
-            detok: IncrementalDetokenizer::new(self.detok_tokenizer.clone(), true),
-            stop: StopMatcher::new(req.stop),
-            prompt_tokens,
-            received: 0,
-            done: false,
-        };
-        let events = stream::unfold(out, |mut out| async move {
-            if out.done {
-                return None;
-            }
-            let batch = out.next_events().await;
-            Some((stream::iter(batch), out))
-        })
-        .flatten()
-        .boxed();
-        Ok(Generation {
-            prompt_tokens,
-            events,
-        })
-    }
-}
-
-/// Turns engine token events into text events for one generation.
-struct Output {
-    rx: mpsc::Receiver<TokenEvent>,
-    detok: IncrementalDetokenizer,
-    stop: StopMatcher,
-    prompt_tokens: usize,
-    received: usize,
-    done: bool,
-}
-
-type Item = Result<GenEvent, BackendError>;
-
-impl Output {
-    fn finished(&mut self, reason: FinishReason, completion_tokens: usize) -> Item {
-        self.done = true;
-        Ok(GenEvent::Finished {
-            reason,
-            usage: Usage {
-                prompt_tokens: self.prompt_tokens,
-                completion_tokens,
-            },
-        })
-    }
-
-    fn fail(&mut self, message: String) -> Vec<Item> {
-        self.done = true;
-        vec![Err(BackendError::Internal(message))]
-    }
-
-    async fn next_events(&mut self) -> Vec<Item> {
-        loop {
-            let Some(ev) = self.rx.recv().await else {
-                return self.fail("the engine dropped the request".into());
-            };
-            match ev {
-                TokenEvent::Token(id) => {
-                    self.received += 1;
-                    let text = match self.detok.push(id) {
-                        Ok(t) => t,
-                        Err(e) => return self.fail(format!("detokenizer: {e}")),
-                    };
-                    if text.is_empty() {
-                        continue;
+        Ok(receivers
+            .into_iter()
+            .map(|rx| {
+                let out = Output {
+                    rx,
+                    detok: IncrementalDetokenizer::new(self.detok_tokenizer.clone(), true),
+                    stop: StopMatcher::new(req.stop.clone()),
+                    token_text: logprobs.then(|| self.token_text.clone()),
+                    prompt_tokens,
+                    received: 0,
+                    cached_tokens: 0,
+                    done: false,
+                    pending_logprobs: Vec::new(),
+                };
+                let events = stream::unfold(out, |mut out| async move {
+                    if out.done {
+                        return None;
                     }
-                    match self.stop.push(&text) {
-                        StopOutcome::Continue(emit) if emit.is_empty() => continue,
-                        StopOutcome::Continue(emit) => return vec![Ok(GenEvent::Delta(emit))],
-                        StopOutcome::Stopped(emit) => {
-                            // Dropping the receiver (with `self`) aborts the sequence.
-                            self.rx.close();
-                            let mut out = Vec::with_capacity(2);
-                            if !emit.is_empty() {
-                                out.push(Ok(GenEvent::Delta(emit)));
-                            }
-                            out.push(self.finished(FinishReason::Stop, self.received));
-                            return out;
-                        }
-                    }
+                    let batch = out.next_events().await;
+                    Some((stream::iter(batch), out))
+                })
+                .flatten()
+                .boxed();
+                Generation {
+                    prompt_tokens,
+                    events,
                 }
-                TokenEvent::Finished {
-                    reason,
-                    completion_tokens,
-                } => {
-                    let tail = match self.detok.finish() {
-                        Ok(t) => t,
-                        Err(e) => return self.fail(format!("detokenizer: {e}")),
-                    };
-                    let (mut text, stopped) = match self.stop.push(&tail) {
-                        StopOutcome::Continue(emit) => (emit, false),
-                        StopOutcome::Stopped(emit) => (emit, true),
-                    };
-                    let reason = if stopped {
-                        FinishReason::Stop
-                    } else {
-                        text.push_str(&self.stop.finish());
-                        reason
-                    };
-                    let mut out = Vec::with_capacity(2);
-                    if !text.is_empty() {
-                        out.push(Ok(GenEvent::Delta(text)));
-                    }
-                    out.push(self.finished(reason, completion_tokens));
-                    return out;
-                }
-                TokenEvent::Error(message) => return self.fail(message),
-            }
-        }
+            })
+            .collect())
     }
 }
 
@@ -274,10 +202,26 @@ impl Backend for LocalBackend {
         &self,
         request: GenerateRequest,
     ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(async move { self.admit(request) })
+        Box::pin(async move {
+            let mut gens = self.admit(request, 1)?;
+            gens.pop()
+                .ok_or_else(|| BackendError::Internal("no generation admitted".into()))
+        })
+    }
+
+    fn generate_n(
+        &self,
+        request: GenerateRequest,
+        n: usize,
+    ) -> BoxFuture<'_, Result<Vec<Generation>, BackendError>> {
+        Box::pin(async move { self.admit(request, n.max(1)) })
     }
 
     fn is_ready(&self) -> bool {
         self.engine.is_alive()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.engine.in_flight()
     }
 }

@@ -1,0 +1,941 @@
+//! Prometheus metrics, served at `GET /metrics` (see `crate::api::metrics`).
+//!
+//! Every family has the meaning, the type and (for histograms) the bucket boundaries of
+//! its vLLM v1 counterpart (`vllm/v1/metrics/loggers.py`), with the `inferd:` prefix in
+//! place of `vllm:` and the same `model_name` label, so dashboards, KEDA triggers and the
+//! Gateway API Inference Extension endpoint picker work with a name mapping only. The
+//! README's "Metrics" section lists them all with their vLLM names.
+//!
+//! The exposition is the Prometheus text format 0.0.4 (what vLLM serves): counters are
+//! exposed with a `_total` suffix, e.g. `inferd:prompt_tokens_total`, and their
+//! `# HELP`/`# TYPE` lines name the suffixed series, as in vLLM's output.
+//!
+//! Hot path: [`Metrics::model`] resolves every label set of one model once and keeps the
+//! handles; the [`ModelMetrics`] setters are then a relaxed atomic store or add (gauges,
+//! counters) or one uncontended `parking_lot` mutex around a bucket search (histograms:
+//! prometheus-client's `Histogram` is not lock-free). None of them allocates.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Registered family names. Counters are exposed with `_total` appended.
+pub mod names {
+    pub const NUM_REQUESTS_RUNNING: &str = "inferd:num_requests_running";
+    pub const NUM_REQUESTS_WAITING: &str = "inferd:num_requests_waiting";
+    pub const KV_CACHE_USAGE_PERC: &str = "inferd:kv_cache_usage_perc";
+    pub const CACHE_CONFIG_INFO: &str = "inferd:cache_config_info";
+    pub const NUM_PREEMPTIONS: &str = "inferd:num_preemptions";
+    pub const PROMPT_TOKENS: &str = "inferd:prompt_tokens";
+    pub const GENERATION_TOKENS: &str = "inferd:generation_tokens";
+    pub const PREFIX_CACHE_QUERIES: &str = "inferd:prefix_cache_queries";
+    pub const PREFIX_CACHE_HITS: &str = "inferd:prefix_cache_hits";
+    pub const REQUEST_SUCCESS: &str = "inferd:request_success";
+    pub const TIME_TO_FIRST_TOKEN_SECONDS: &str = "inferd:time_to_first_token_seconds";
+    pub const INTER_TOKEN_LATENCY_SECONDS: &str = "inferd:inter_token_latency_seconds";
+    pub const E2E_REQUEST_LATENCY_SECONDS: &str = "inferd:e2e_request_latency_seconds";
+    pub const REQUEST_QUEUE_TIME_SECONDS: &str = "inferd:request_queue_time_seconds";
+    pub const REQUEST_PROMPT_TOKENS: &str = "inferd:request_prompt_tokens";
+    pub const REQUEST_GENERATION_TOKENS: &str = "inferd:request_generation_tokens";
+    pub const BACKEND_REQUESTS: &str = "inferd:backend_requests";
+}
+
+/// `vllm:time_to_first_token_seconds` buckets.
+pub const TTFT_BUCKETS: [f64; 22] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+];
+
+/// `vllm:inter_token_latency_seconds` buckets.
+pub const INTER_TOKEN_LATENCY_BUCKETS: [f64; 19] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
+
+/// vLLM's `request_latency_buckets`, used for `vllm:e2e_request_latency_seconds` and
+/// `vllm:request_queue_time_seconds`.
+pub const REQUEST_LATENCY_BUCKETS: [f64; 21] = [
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+];
+
+/// Upper end of the token-count buckets. vLLM uses `build_1_2_5_buckets(max_model_len)`;
+/// this API has no per-model length, so the series runs to 10^6 tokens, a superset of
+/// vLLM's for any `max_model_len` up to that (the extra buckets above a model's context
+/// length simply stay equal to `_count`).
+pub const TOKEN_BUCKETS_MAX: u64 = 1_000_000;
+
+/// vLLM's `build_1_2_5_buckets(max)`: 1, 2, 5, 10, 20, 50, … while `<= max`.
+pub fn build_1_2_5_buckets(max: u64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut scale = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            match scale.checked_mul(m) {
+                Some(v) if v <= max => out.push(v as f64),
+                _ => return out,
+            }
+        }
+        match scale.checked_mul(10) {
+            Some(s) => scale = s,
+            None => return out,
+        }
+    }
+}
+
+/// `finished_reason` values with pre-resolved series (vLLM's `FinishReason` strings).
+pub const FINISH_REASONS: [&str; 4] = ["stop", "length", "abort", "error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    model_name: String,
+    finished_reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheConfigLabels {
+    model_name: String,
+    block_size: usize,
+    num_gpu_blocks: usize,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    model_name: String,
+    backend: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type HistogramFamily = Family<ModelLabel, Histogram, fn() -> Histogram>;
+
+/// The registry and every family in it. One per process, shared as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: Registry,
+    running: Family<ModelLabel, Gauge>,
+    waiting: Family<ModelLabel, Gauge>,
+    kv_usage: Family<ModelLabel, FloatGauge>,
+    cache_config: Family<CacheConfigLabels, Gauge>,
+    preemptions: Family<ModelLabel, Counter>,
+    prompt_tokens: Family<ModelLabel, Counter>,
+    generation_tokens: Family<ModelLabel, Counter>,
+    prefix_queries: Family<ModelLabel, Counter>,
+    prefix_hits: Family<ModelLabel, Counter>,
+    request_success: Family<ReasonLabels, Counter>,
+    ttft: HistogramFamily,
+    inter_token: HistogramFamily,
+    e2e: HistogramFamily,
+    queue_time: HistogramFamily,
+    prompt_hist: HistogramFamily,
+    generation_hist: HistogramFamily,
+    backend_requests: Family<BackendLabels, Counter>,
+    /// `model()` hands out the same handles for the same name.
+    models: Mutex<HashMap<String, ModelMetrics>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn ttft_histogram() -> Histogram {
+    Histogram::new(TTFT_BUCKETS)
+}
+fn inter_token_histogram() -> Histogram {
+    Histogram::new(INTER_TOKEN_LATENCY_BUCKETS)
+}
+fn request_latency_histogram() -> Histogram {
+    Histogram::new(REQUEST_LATENCY_BUCKETS)
+}
+fn token_histogram() -> Histogram {
+    Histogram::new(build_1_2_5_buckets(TOKEN_BUCKETS_MAX))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        // prometheus-client appends the final "." to every help text.
+        macro_rules! family {
+            ($name:expr, $help:expr) => {{
+                let f = Family::default();
+                registry.register($name, $help, f.clone());
+                f
+            }};
+        }
+        macro_rules! histograms {
+            ($name:expr, $help:expr, $ctor:expr) => {{
+                let f: HistogramFamily = Family::new_with_constructor($ctor);
+                registry.register($name, $help, f.clone());
+                f
+            }};
+        }
+        use names::*;
+        let metrics = Metrics {
+            running: family!(
+                NUM_REQUESTS_RUNNING,
+                "Number of requests in model execution batches"
+            ),
+            waiting: family!(
+                NUM_REQUESTS_WAITING,
+                "Number of requests waiting to be processed"
+            ),
+            kv_usage: family!(
+                KV_CACHE_USAGE_PERC,
+                "KV-cache usage. 1 means 100 percent usage"
+            ),
+            cache_config: family!(
+                CACHE_CONFIG_INFO,
+                "Information of the engine's cache config (always 1)"
+            ),
+            preemptions: family!(
+                NUM_PREEMPTIONS,
+                "Cumulative number of preemption from the engine"
+            ),
+            prompt_tokens: family!(PROMPT_TOKENS, "Number of prefill tokens processed"),
+            generation_tokens: family!(GENERATION_TOKENS, "Number of generation tokens processed"),
+            prefix_queries: family!(
+                PREFIX_CACHE_QUERIES,
+                "Prefix cache queries, in terms of number of queried tokens"
+            ),
+            prefix_hits: family!(
+                PREFIX_CACHE_HITS,
+                "Prefix cache hits, in terms of number of cached tokens"
+            ),
+            request_success: family!(REQUEST_SUCCESS, "Count of successfully processed requests"),
+            ttft: histograms!(
+                TIME_TO_FIRST_TOKEN_SECONDS,
+                "Histogram of time to first token in seconds",
+                ttft_histogram
+            ),
+            inter_token: histograms!(
+                INTER_TOKEN_LATENCY_SECONDS,
+                "Histogram of inter-token latency in seconds",
+                inter_token_histogram
+            ),
+            e2e: histograms!(
+                E2E_REQUEST_LATENCY_SECONDS,
+                "Histogram of e2e request latency in seconds",
+                request_latency_histogram
+            ),
+            queue_time: histograms!(
+                REQUEST_QUEUE_TIME_SECONDS,
+                "Histogram of time spent in WAITING phase for request",
+                request_latency_histogram
+            ),
+            prompt_hist: histograms!(
+                REQUEST_PROMPT_TOKENS,
+                "Number of prefill tokens processed",
+                token_histogram
+            ),
+            generation_hist: histograms!(
+                REQUEST_GENERATION_TOKENS,
+                "Number of generation tokens processed",
+                token_histogram
+            ),
+            backend_requests: family!(
+                BACKEND_REQUESTS,
+                "Requests served, by backend kind (local, replica, bedrock)"
+            ),
+            models: Mutex::new(HashMap::new()),
+            registry,
+        };
+        Arc::new(metrics)
+    }
+
+    /// Prometheus text exposition (what GET /metrics returns), format 0.0.4; see
+    /// [`CONTENT_TYPE`].
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail and every label value here is a string or an
+            // integer, so this is unreachable; serve what was written rather than panic.
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// Handles bound to one model's label (`model_name`), cheap to clone, Send + Sync.
+    /// Creates every per-model series (at zero) on first call; later calls for the same
+    /// name return the same handles.
+    pub fn model(&self, model: &str) -> ModelMetrics {
+        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = models.get(model) {
+            return m.clone();
+        }
+        let label = ModelLabel {
+            model_name: model.to_owned(),
+        };
+        let reason = |r: &str| {
+            self.request_success.get_or_create_owned(&ReasonLabels {
+                model_name: model.to_owned(),
+                finished_reason: r.to_owned(),
+            })
+        };
+        let handles = ModelHandles {
+            running: self.running.get_or_create_owned(&label),
+            waiting: self.waiting.get_or_create_owned(&label),
+            kv_usage: self.kv_usage.get_or_create_owned(&label),
+            preemptions: self.preemptions.get_or_create_owned(&label),
+            prompt_tokens: self.prompt_tokens.get_or_create_owned(&label),
+            generation_tokens: self.generation_tokens.get_or_create_owned(&label),
+            prefix_queries: self.prefix_queries.get_or_create_owned(&label),
+            prefix_hits: self.prefix_hits.get_or_create_owned(&label),
+            success: FINISH_REASONS.map(reason),
+            ttft: self.ttft.get_or_create_owned(&label),
+            inter_token: self.inter_token.get_or_create_owned(&label),
+            e2e: self.e2e.get_or_create_owned(&label),
+            queue_time: self.queue_time.get_or_create_owned(&label),
+            prompt_hist: self.prompt_hist.get_or_create_owned(&label),
+            generation_hist: self.generation_hist.get_or_create_owned(&label),
+            model: model.to_owned(),
+            request_success: self.request_success.clone(),
+            cache_config: self.cache_config.clone(),
+            cache_config_current: Mutex::new(None),
+        };
+        let m = ModelMetrics {
+            inner: Arc::new(handles),
+        };
+        models.insert(model.to_owned(), m.clone());
+        m
+    }
+
+    /// Count a request served by a backend kind (`local`, `replica`, `bedrock`).
+    /// Per request, not per step: it builds the label set (two small allocations) and
+    /// takes the family's read lock.
+    pub fn inc_backend_request(&self, model: &str, backend: &str) {
+        self.backend_requests
+            .get_or_create(&BackendLabels {
+                model_name: model.to_owned(),
+                backend: backend.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Handles bound to one model's label. Clone is one `Arc` increment.
+#[derive(Clone, Debug)]
+pub struct ModelMetrics {
+    inner: Arc<ModelHandles>,
+}
+
+#[derive(Debug)]
+struct ModelHandles {
+    running: Gauge,
+    waiting: Gauge,
+    kv_usage: FloatGauge,
+    preemptions: Counter,
+    prompt_tokens: Counter,
+    generation_tokens: Counter,
+    prefix_queries: Counter,
+    prefix_hits: Counter,
+    /// In [`FINISH_REASONS`] order.
+    success: [Counter; 4],
+    ttft: Histogram,
+    inter_token: Histogram,
+    e2e: Histogram,
+    queue_time: Histogram,
+    prompt_hist: Histogram,
+    generation_hist: Histogram,
+    // Cold paths.
+    model: String,
+    request_success: Family<ReasonLabels, Counter>,
+    cache_config: Family<CacheConfigLabels, Gauge>,
+    cache_config_current: Mutex<Option<CacheConfigLabels>>,
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl ModelMetrics {
+    /// `inferd:num_requests_running`: requests in the running batch.
+    pub fn set_running(&self, n: usize) {
+        self.inner.running.set(to_i64(n));
+    }
+
+    /// `inferd:num_requests_waiting`: requests admitted but not yet scheduled.
+    pub fn set_waiting(&self, n: usize) {
+        self.inner.waiting.set(to_i64(n));
+    }
+
+    /// `inferd:kv_cache_usage_perc`: fraction of KV blocks in use, 0..=1 (clamped).
+    pub fn set_kv_usage(&self, fraction: f64) {
+        self.inner.kv_usage.set(fraction.clamp(0.0, 1.0));
+    }
+
+    /// `inferd:cache_config_info{block_size,num_gpu_blocks} 1`. Calling it again with
+    /// other values replaces the series (cold path: locks and allocates).
+    pub fn set_cache_config(&self, block_size: usize, num_blocks: usize) {
+        let labels = CacheConfigLabels {
+            model_name: self.inner.model.clone(),
+            block_size,
+            num_gpu_blocks: num_blocks,
+        };
+        let mut current = self
+            .inner
+            .cache_config_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.take() {
+            if old != labels {
+                self.inner.cache_config.remove(&old);
+            }
+        }
+        self.inner.cache_config.get_or_create(&labels).set(1);
+        *current = Some(labels);
+    }
+
+    /// `inferd:num_preemptions_total`.
+    pub fn inc_preemptions(&self, n: u64) {
+        self.inner.preemptions.inc_by(n);
+    }
+
+    /// `inferd:prompt_tokens_total`: prefill tokens processed.
+    pub fn add_prompt_tokens(&self, n: u64) {
+        self.inner.prompt_tokens.inc_by(n);
+    }
+
+    /// `inferd:generation_tokens_total`: tokens generated.
+    pub fn add_generation_tokens(&self, n: u64) {
+        self.inner.generation_tokens.inc_by(n);
+    }
+
+    /// `inferd:prefix_cache_queries_total`, in tokens looked up.
+    pub fn add_prefix_cache_queries(&self, tokens: u64) {
+        self.inner.prefix_queries.inc_by(tokens);
+    }
+
+    /// `inferd:prefix_cache_hits_total`, in tokens found cached.
+    pub fn add_prefix_cache_hits(&self, tokens: u64) {
+        self.inner.prefix_hits.inc_by(tokens);
+    }
+
+    /// `inferd:request_success_total{finished_reason}`; `stop`, `length`, `abort` and
+    /// `error` are pre-resolved. Any other value gets its own series (cold path).
+    pub fn inc_request_success(&self, finish_reason: &str) {
+        match FINISH_REASONS.iter().position(|r| *r == finish_reason) {
+            Some(i) => {
+                self.inner.success[i].inc();
+            }
+            None => self.inc_other_reason(finish_reason),
+        }
+    }
+
+    #[cold]
+    fn inc_other_reason(&self, finish_reason: &str) {
+        self.inner
+            .request_success
+            .get_or_create(&ReasonLabels {
+                model_name: self.inner.model.clone(),
+                finished_reason: finish_reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `inferd:time_to_first_token_seconds`: arrival to first token.
+    pub fn observe_ttft(&self, secs: f64) {
+        self.inner.ttft.observe(secs);
+    }
+
+    /// `inferd:inter_token_latency_seconds`: time between consecutive output tokens.
+    pub fn observe_inter_token_latency(&self, secs: f64) {
+        self.inner.inter_token.observe(secs);
+    }
+
+    /// `inferd:e2e_request_latency_seconds`: arrival to finish.
+    pub fn observe_e2e_latency(&self, secs: f64) {
+        self.inner.e2e.observe(secs);
+    }
+
+    /// `inferd:request_queue_time_seconds`: time spent waiting before first scheduled.
+    pub fn observe_queue_time(&self, secs: f64) {
+        self.inner.queue_time.observe(secs);
+    }
+
+    /// `inferd:request_prompt_tokens`: prompt length of a finished request.
+    pub fn observe_prompt_tokens(&self, n: usize) {
+        self.inner.prompt_hist.observe(n as f64);
+    }
+
+    /// `inferd:request_generation_tokens`: tokens generated by a finished request.
+    pub fn observe_generation_tokens(&self, n: usize) {
+        self.inner.generation_hist.observe(n as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    /// Exposed family names and types, exactly as documented in the README.
+    const EXPOSED: [(&str, &str); 17] = [
+        ("inferd:num_requests_running", "gauge"),
+        ("inferd:num_requests_waiting", "gauge"),
+        ("inferd:kv_cache_usage_perc", "gauge"),
+        ("inferd:cache_config_info", "gauge"),
+        ("inferd:num_preemptions_total", "counter"),
+        ("inferd:prompt_tokens_total", "counter"),
+        ("inferd:generation_tokens_total", "counter"),
+        ("inferd:prefix_cache_queries_total", "counter"),
+        ("inferd:prefix_cache_hits_total", "counter"),
+        ("inferd:request_success_total", "counter"),
+        ("inferd:time_to_first_token_seconds", "histogram"),
+        ("inferd:inter_token_latency_seconds", "histogram"),
+        ("inferd:e2e_request_latency_seconds", "histogram"),
+        ("inferd:request_queue_time_seconds", "histogram"),
+        ("inferd:request_prompt_tokens", "histogram"),
+        ("inferd:request_generation_tokens", "histogram"),
+        ("inferd:backend_requests_total", "counter"),
+    ];
+
+    /// The value of the one sample line whose name-and-labels part equals `series`.
+    fn sample(text: &str, series: &str) -> Option<String> {
+        let mut found = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if let Some((s, v)) = line.rsplit_once(' ') {
+                if s == series {
+                    assert!(found.is_none(), "duplicate series {series}:\n{text}");
+                    found = Some(v.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    fn touch_all(m: &ModelMetrics) {
+        m.set_running(3);
+        m.set_waiting(2);
+        m.set_kv_usage(0.25);
+        m.set_cache_config(16, 1024);
+        m.inc_preemptions(1);
+        m.add_prompt_tokens(10);
+        m.add_generation_tokens(5);
+        m.add_prefix_cache_queries(10);
+        m.add_prefix_cache_hits(4);
+        m.inc_request_success("stop");
+        m.observe_ttft(0.05);
+        m.observe_inter_token_latency(0.02);
+        m.observe_e2e_latency(1.2);
+        m.observe_queue_time(0.1);
+        m.observe_prompt_tokens(10);
+        m.observe_generation_tokens(5);
+    }
+
+    #[test]
+    fn handles_are_send_sync() {
+        assert_send_sync::<Metrics>();
+        assert_send_sync::<ModelMetrics>();
+        assert_send_sync::<Arc<Metrics>>();
+    }
+
+    #[test]
+    fn names_are_exactly_as_documented() {
+        let metrics = Metrics::new();
+        // Families without series are left out of the exposition entirely.
+        assert_eq!(metrics.encode(), "");
+        metrics.model("m").set_cache_config(16, 8);
+        metrics.inc_backend_request("m", "local");
+        let text = metrics.encode();
+        let mut types: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (n, t) = l.split_once(' ').unwrap();
+                (n.to_owned(), t.to_owned())
+            })
+            .collect();
+        let mut helps: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .map(|l| l.split_once(' ').unwrap().0.to_owned())
+            .collect();
+        let mut expected: Vec<(String, String)> = EXPOSED
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        types.sort();
+        helps.sort();
+        expected.sort();
+        assert_eq!(types, expected, "{text}");
+        let expected_names: Vec<String> = expected.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(helps, expected_names);
+        // The `:` survives (prometheus-client neither rejects nor rewrites it).
+        assert!(
+            text.contains("# TYPE inferd:num_requests_running gauge\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_family_has_the_model_label_after_one_observation() {
+        let metrics = Metrics::new();
+        touch_all(&metrics.model("org/llama-3"));
+        metrics.inc_backend_request("org/llama-3", "local");
+        let text = metrics.encode();
+        let label = r#"model_name="org/llama-3""#;
+        for (name, ty) in EXPOSED {
+            let prefix = match ty {
+                "histogram" => format!("{name}_count{{{label}"),
+                _ => format!("{name}{{{label}"),
+            };
+            assert!(
+                text.lines().any(|l| l.starts_with(&prefix)),
+                "no {prefix} in:\n{text}"
+            );
+        }
+        assert_eq!(
+            sample(
+                &text,
+                r#"inferd:num_requests_running{model_name="org/llama-3"}"#
+            )
+            .as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"inferd:num_requests_waiting{model_name="org/llama-3"}"#
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"inferd:cache_config_info{model_name="org/llama-3",block_size="16",num_gpu_blocks="1024"}"#
+            )
+            .as_deref(),
+            Some("1")
+        );
+        for (name, v) in [
+            ("inferd:num_preemptions_total", "1"),
+            ("inferd:prompt_tokens_total", "10"),
+            ("inferd:generation_tokens_total", "5"),
+            ("inferd:prefix_cache_queries_total", "10"),
+            ("inferd:prefix_cache_hits_total", "4"),
+        ] {
+            let series = format!("{name}{{{label}}}");
+            assert_eq!(sample(&text, &series).as_deref(), Some(v), "{series}");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                r#"inferd:backend_requests_total{model_name="org/llama-3",backend="local"}"#
+            )
+            .as_deref(),
+            Some("1")
+        );
+        for (name, sum) in [
+            ("inferd:time_to_first_token_seconds", "0.05"),
+            ("inferd:inter_token_latency_seconds", "0.02"),
+            ("inferd:e2e_request_latency_seconds", "1.2"),
+            ("inferd:request_queue_time_seconds", "0.1"),
+            ("inferd:request_prompt_tokens", "10.0"),
+            ("inferd:request_generation_tokens", "5.0"),
+        ] {
+            let count = format!("{name}_count{{{label}}}");
+            assert_eq!(sample(&text, &count).as_deref(), Some("1"), "{count}");
+            let s = sample(&text, &format!("{name}_sum{{{label}}}")).unwrap();
+            assert_eq!(
+                s.parse::<f64>().unwrap(),
+                sum.parse::<f64>().unwrap(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn model_series_exist_at_zero_before_any_observation() {
+        let metrics = Metrics::new();
+        let _m = metrics.model("m");
+        let text = metrics.encode();
+        for reason in FINISH_REASONS {
+            let series = format!(
+                r#"inferd:request_success_total{{model_name="m",finished_reason="{reason}"}}"#
+            );
+            assert_eq!(sample(&text, &series).as_deref(), Some("0"), "{series}");
+        }
+        assert_eq!(
+            sample(&text, r#"inferd:prompt_tokens_total{model_name="m"}"#).as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"inferd:time_to_first_token_seconds_count{model_name="m"}"#
+            )
+            .as_deref(),
+            Some("0")
+        );
+        // No cache config until the engine reports it.
+        assert!(!text.contains("inferd:cache_config_info{"), "{text}");
+    }
+
+    #[test]
+    fn histogram_buckets_count_correctly() {
+        let metrics = Metrics::new();
+        let m = metrics.model("m");
+        for v in [0.0005, 0.001, 0.003, 0.05, 0.05, 3000.0] {
+            m.observe_ttft(v);
+        }
+        let text = metrics.encode();
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!(
+                    r#"inferd:time_to_first_token_seconds_bucket{{model_name="m",le="{le}"}}"#
+                ),
+            )
+            .unwrap_or_else(|| panic!("no le={le} in\n{text}"))
+        };
+        // Cumulative, upper bound inclusive.
+        assert_eq!(bucket("0.001"), "2");
+        assert_eq!(bucket("0.005"), "3");
+        assert_eq!(bucket("0.04"), "3");
+        assert_eq!(bucket("0.06"), "5");
+        assert_eq!(bucket("2560"), "5");
+        assert_eq!(bucket("+Inf"), "6");
+        assert_eq!(
+            sample(
+                &text,
+                r#"inferd:time_to_first_token_seconds_count{model_name="m"}"#
+            )
+            .as_deref(),
+            Some("6")
+        );
+        let sum: f64 = sample(
+            &text,
+            r#"inferd:time_to_first_token_seconds_sum{model_name="m"}"#,
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+        assert!((sum - 3000.1045).abs() < 1e-9, "{sum}");
+
+        // Token counts: 1-2-5 buckets.
+        m.observe_prompt_tokens(7);
+        m.observe_prompt_tokens(2000);
+        let text = metrics.encode();
+        let tok = |le: &str| {
+            sample(
+                &text,
+                &format!(r#"inferd:request_prompt_tokens_bucket{{model_name="m",le="{le}"}}"#),
+            )
+            .unwrap_or_else(|| panic!("no le={le} in\n{text}"))
+        };
+        assert_eq!(tok("5"), "0");
+        assert_eq!(tok("10"), "1");
+        assert_eq!(tok("1000"), "1");
+        assert_eq!(tok("2000"), "2");
+        assert_eq!(tok("+Inf"), "2");
+    }
+
+    /// The `le` values of one histogram series, in exposition order.
+    fn bounds(text: &str, name: &str) -> Vec<String> {
+        let prefix = format!(r#"{name}_bucket{{model_name="m",le=""#);
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|l| l.split_once('"').unwrap().0.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn bucket_boundaries_are_vllms() {
+        let metrics = Metrics::new();
+        let _m = metrics.model("m");
+        let text = metrics.encode();
+        let expect = |b: &[f64]| -> Vec<String> {
+            b.iter()
+                .map(|v| v.to_string())
+                .chain(["+Inf".to_owned()])
+                .collect()
+        };
+        assert_eq!(
+            bounds(&text, names::TIME_TO_FIRST_TOKEN_SECONDS),
+            expect(&TTFT_BUCKETS)
+        );
+        assert_eq!(
+            bounds(&text, names::INTER_TOKEN_LATENCY_SECONDS),
+            expect(&INTER_TOKEN_LATENCY_BUCKETS)
+        );
+        for name in [
+            names::E2E_REQUEST_LATENCY_SECONDS,
+            names::REQUEST_QUEUE_TIME_SECONDS,
+        ] {
+            assert_eq!(
+                bounds(&text, name),
+                expect(&REQUEST_LATENCY_BUCKETS),
+                "{name}"
+            );
+        }
+        // GoFloat formatting: 1e6 would print as "1e+06".
+        let tokens = bounds(&text, names::REQUEST_PROMPT_TOKENS);
+        assert_eq!(tokens.first().map(String::as_str), Some("1"));
+        assert_eq!(tokens.len(), 19 + 1);
+        assert_eq!(bounds(&text, names::REQUEST_GENERATION_TOKENS), tokens);
+        assert_eq!(
+            build_1_2_5_buckets(100),
+            vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        );
+        assert_eq!(build_1_2_5_buckets(8192).last(), Some(&5000.0));
+        // Terminates without overflow: 1, 2, 5, …, 5e18, 1e19.
+        let all = build_1_2_5_buckets(u64::MAX);
+        assert_eq!((all.len(), all.last()), (58, Some(&1e19)));
+    }
+
+    #[test]
+    fn kv_usage_gauge_reads_back() {
+        let metrics = Metrics::new();
+        let m = metrics.model("m");
+        let read = || {
+            sample(
+                &metrics.encode(),
+                r#"inferd:kv_cache_usage_perc{model_name="m"}"#,
+            )
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+        };
+        assert_eq!(read(), 0.0);
+        m.set_kv_usage(0.42);
+        assert_eq!(read(), 0.42);
+        m.set_kv_usage(1.0);
+        assert_eq!(read(), 1.0);
+        m.set_kv_usage(1.5);
+        assert_eq!(read(), 1.0);
+        m.set_kv_usage(-0.1);
+        assert_eq!(read(), 0.0);
+    }
+
+    #[test]
+    fn cache_config_is_replaced_not_duplicated() {
+        let metrics = Metrics::new();
+        let m = metrics.model("m");
+        m.set_cache_config(16, 100);
+        m.set_cache_config(16, 200);
+        m.set_cache_config(16, 200);
+        let text = metrics.encode();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("inferd:cache_config_info{"))
+            .collect();
+        assert_eq!(
+            lines,
+            [r#"inferd:cache_config_info{model_name="m",block_size="16",num_gpu_blocks="200"} 1"#],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn same_model_shares_handles_and_models_are_separate() {
+        let metrics = Metrics::new();
+        let a1 = metrics.model("a");
+        let a2 = metrics.model("a");
+        let b = metrics.model("b");
+        a1.add_generation_tokens(2);
+        a2.clone().add_generation_tokens(3);
+        b.add_generation_tokens(7);
+        a1.inc_request_success("length");
+        a2.inc_request_success("abort");
+        a2.inc_request_success("error");
+        a2.inc_request_success("weird");
+        a1.inc_request_success("weird");
+        metrics.inc_backend_request("a", "bedrock");
+        metrics.inc_backend_request("a", "bedrock");
+        metrics.inc_backend_request("a", "replica");
+        let text = metrics.encode();
+        let get = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+        assert_eq!(
+            get(r#"inferd:generation_tokens_total{model_name="a"}"#),
+            "5"
+        );
+        assert_eq!(
+            get(r#"inferd:generation_tokens_total{model_name="b"}"#),
+            "7"
+        );
+        for (reason, v) in [
+            ("stop", "0"),
+            ("length", "1"),
+            ("abort", "1"),
+            ("error", "1"),
+            ("weird", "2"),
+        ] {
+            assert_eq!(
+                get(&format!(
+                    r#"inferd:request_success_total{{model_name="a",finished_reason="{reason}"}}"#
+                )),
+                v,
+                "{reason}"
+            );
+        }
+        assert_eq!(
+            get(r#"inferd:backend_requests_total{model_name="a",backend="bedrock"}"#),
+            "2"
+        );
+        assert_eq!(
+            get(r#"inferd:backend_requests_total{model_name="a",backend="replica"}"#),
+            "1"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::new();
+        metrics.model("we\"ird\\name").set_running(1);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"inferd:num_requests_running{model_name="we\"ird\\name"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn handles_work_across_threads() {
+        let metrics = Metrics::new();
+        let m = metrics.model("m");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        m.add_generation_tokens(1);
+                        m.observe_inter_token_latency(0.01);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, r#"inferd:generation_tokens_total{model_name="m"}"#).as_deref(),
+            Some("4000")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"inferd:inter_token_latency_seconds_count{model_name="m"}"#
+            )
+            .as_deref(),
+            Some("4000")
+        );
+    }
+}
