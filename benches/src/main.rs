@@ -3,6 +3,8 @@
 //! throughput, time to first token and inter-token latency. (The full suite — open loop,
 //! workloads, reports — is tracked separately; this is its first cut.)
 
+mod scenarios;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -28,6 +30,12 @@ struct Args {
     /// Tokens to generate per request (`ignore_eos` asks for exactly this many).
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
+    /// Run a focused scenario instead of the concurrency sweep:
+    /// `prefix-cache` (TTFT with a ~1,000-token cached prefix vs a cold one) or
+    /// `prefill-interference` (inter-token latency of running streams while a ~2,000-token
+    /// prompt is prefilled; run it against servers with and without chunked prefill).
+    #[arg(long)]
+    scenario: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -105,6 +113,14 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let c = reqwest::Client::new();
+    match a.scenario.as_deref() {
+        Some("prefix-cache") => return scenarios::prefix_cache(&c, &a.url, &a.model).await,
+        Some("prefill-interference") => {
+            return scenarios::prefill_interference(&c, &a.url, &a.model).await
+        }
+        Some(other) => bail!("unknown scenario {other:?}"),
+        None => {}
+    }
     // Warm-up, excluded from the figures.
     one_request(&c, &a, 0).await?;
     println!(
