@@ -107,12 +107,10 @@ pub fn start_model(
         max_model_len: cfg.max_model_len,
     };
     let handle = engine::spawn(Box::new(loaded.model), cache, cfg, metrics.model(&spec.id))?;
-    Ok(LocalBackend::new(
-        card,
-        handle,
-        loaded.tokenizer,
-        loaded.chat_template,
-    ))
+    Ok(
+        LocalBackend::new(card, handle, loaded.tokenizer, loaded.chat_template)
+            .with_default_deadline(spec.limits.request_timeout_secs.map(Duration::from_secs)),
+    )
 }
 
 async fn shutdown_signal() {

@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub drain_timeout_secs: u64,
     /// Share the KV blocks of identical prompt prefixes (`enable_prefix_caching`).
     pub enable_prefix_caching: bool,
+    /// Default deadline of requests without the header (`request_timeout_secs`).
+    pub request_timeout_secs: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -80,6 +82,7 @@ impl Default for ServerOptions {
             max_body_bytes: 1024 * 1024,
             drain_timeout_secs: 30,
             enable_prefix_caching: true,
+            request_timeout_secs: None,
         }
     }
 }
@@ -117,7 +120,7 @@ static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 
 /// A catalog with one SmolLM2 entry.
 pub fn smollm2_catalog(o: &ServerOptions) -> String {
-    format!(
+    let mut catalog = format!(
         "[[model]]\nid = \"{SMOLLM2_ID}\"\npath = \"{}\"\ndequantize = {}\nmax_model_len = {}\nkv_cache_tokens = {}\nmax_num_seqs = {}\nmax_num_batched_tokens = {}\nblock_size = {}\nmax_waiting = {}\nenable_prefix_caching = {}\n",
         smollm2_gguf().display(),
         o.dequantize,
@@ -128,7 +131,11 @@ pub fn smollm2_catalog(o: &ServerOptions) -> String {
         o.block_size,
         o.max_waiting,
         o.enable_prefix_caching,
-    )
+    );
+    if let Some(t) = o.request_timeout_secs {
+        catalog.push_str(&format!("request_timeout_secs = {t}\n"));
+    }
+    catalog
 }
 
 /// Starts `inferd serve` with SmolLM2 and the default test limits.

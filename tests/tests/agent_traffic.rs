@@ -771,3 +771,30 @@ async fn a_passed_deadline_answers_504_and_frees_the_kv_cache() {
     let took = wait_kv_idle(&server, Instant::now(), Duration::from_secs(1)).await;
     println!("deadline: 504 after {elapsed:?}; KV usage back to 0 {took:?} later");
 }
+
+#[tokio::test]
+async fn the_configured_request_timeout_applies_without_a_header() {
+    let server = start_server(&ServerOptions {
+        request_timeout_secs: Some(1),
+        ..ServerOptions::default()
+    })
+    .await;
+    let body = chat_body(
+        &server,
+        "Write an endless list of animals.",
+        json!({"max_tokens": 2000, "ignore_eos": true}),
+    );
+    let sent = Instant::now();
+    let r = client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status();
+    let json: Value = r.json().await.expect("an OpenAI error body");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{json}");
+    assert_eq!(openai_error(&json)["code"], "deadline_exceeded", "{json}");
+    assert!(sent.elapsed() >= Duration::from_secs(1));
+    wait_kv_idle(&server, Instant::now(), Duration::from_secs(1)).await;
+}

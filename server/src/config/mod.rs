@@ -29,6 +29,7 @@
 //! block_size = 16                  # power of two, 1..=256
 //! max_waiting = 256                # bounded admission queue; beyond it: 429
 //! enable_prefix_caching = true     # share KV blocks of identical prompt prefixes
+//! request_timeout_secs = 120       # default deadline (the x-inferd-deadline-ms header wins)
 //! ```
 
 pub mod hub;
@@ -115,6 +116,8 @@ pub struct EngineLimits {
     pub max_waiting: usize,
     /// Share KV blocks of identical prompt prefixes between requests.
     pub enable_prefix_caching: bool,
+    /// Deadline of a request that sends no `x-inferd-deadline-ms` header; `None`: none.
+    pub request_timeout_secs: Option<u64>,
 }
 
 impl Default for EngineLimits {
@@ -127,6 +130,7 @@ impl Default for EngineLimits {
             block_size: DEFAULT_BLOCK_SIZE,
             max_waiting: DEFAULT_MAX_WAITING,
             enable_prefix_caching: true,
+            request_timeout_secs: None,
         }
     }
 }
@@ -393,6 +397,9 @@ impl fmt::Display for Catalog {
             writeln!(f, "    block_size: {}", l.block_size)?;
             writeln!(f, "    max_waiting: {}", l.max_waiting)?;
             writeln!(f, "    enable_prefix_caching: {}", l.enable_prefix_caching)?;
+            if let Some(t) = l.request_timeout_secs {
+                writeln!(f, "    request_timeout_secs: {t}")?;
+            }
         }
         Ok(())
     }

@@ -47,6 +47,7 @@ pub(super) struct RawModel {
     block_size: Option<usize>,
     max_waiting: Option<usize>,
     enable_prefix_caching: Option<bool>,
+    request_timeout_secs: Option<u64>,
 }
 
 /// A byte count written as an integer or as a string like `"512MiB"`.
@@ -243,6 +244,15 @@ pub(super) fn validate(
     }
     if let Some(v) = raw.enable_prefix_caching {
         limits.enable_prefix_caching = v;
+    }
+    if let Some(v) = raw.request_timeout_secs {
+        if !(1..=86_400).contains(&v) {
+            return Err(fail(
+                "request_timeout_secs",
+                format!("must be between 1 and 86400, got {v}"),
+            ));
+        }
+        limits.request_timeout_secs = Some(v);
     }
     if let Some(v) = raw.max_num_batched_tokens {
         in_range(v, MAX_NUM_BATCHED_TOKENS_RANGE).map_err(|m| fail("max_num_batched_tokens", m))?;

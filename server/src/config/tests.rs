@@ -34,6 +34,7 @@ fn shipped_catalog_parses() {
         block_size: 16,
         max_waiting: 256,
         enable_prefix_caching: true,
+        request_timeout_secs: None,
     };
     assert_eq!(m.limits, want);
     assert!(catalog.to_string().contains("smollm2-135m-instruct"));
@@ -181,6 +182,11 @@ fn out_of_range_values_name_the_limit() {
         ("block_size = 12", "`block_size`", "power of two"),
         ("block_size = 512", "`block_size`", "between 1 and 256"),
         ("max_waiting = 0", "`max_waiting`", "between 1 and"),
+        (
+            "request_timeout_secs = 0",
+            "`request_timeout_secs`",
+            "between 1 and 86400",
+        ),
         ("max_model_len = 0", "`max_model_len`", "between 1 and"),
         ("kv_cache_tokens = 8", "`kv_cache_tokens`", "at least 16"),
         (

@@ -29,6 +29,8 @@ pub struct LocalBackend {
     detok_tokenizer: Arc<tokenizers::Tokenizer>,
     token_text: Arc<TokenText>,
     template: Option<Arc<ChatTemplate>>,
+    /// Deadline of requests that bring none.
+    default_deadline: Option<std::time::Duration>,
 }
 
 impl LocalBackend {
@@ -46,7 +48,14 @@ impl LocalBackend {
             token_text: Arc::new(TokenText::new(detok_tokenizer.clone())),
             detok_tokenizer,
             template: template.map(Arc::new),
+            default_deadline: None,
         }
+    }
+
+    /// Requests without their own deadline get this one.
+    pub fn with_default_deadline(mut self, deadline: Option<std::time::Duration>) -> Self {
+        self.default_deadline = deadline;
+        self
     }
 
     fn invalid(message: String, param: &str) -> BackendError {
@@ -153,7 +162,7 @@ impl LocalBackend {
                 sampling,
                 events: senders,
                 arrival,
-                deadline: req.deadline.map(|d| arrival + d),
+                deadline: req.deadline.or(self.default_deadline).map(|d| arrival + d),
             })
             .map_err(|e| match e {
                 SubmitError::Overloaded(_) => BackendError::Overloaded {
