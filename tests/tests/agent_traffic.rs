@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use inferd_tests::{client, metric_value, start_server, Server, ServerOptions, SseParser};
+use inferd_tests::{
+    chat_body, client, metric_value, start_server, with, Server, ServerOptions, SseParser,
+};
 use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -18,21 +20,6 @@ use serde_json::{json, Value};
 const KV_USAGE: &str = "inferd:kv_cache_usage_perc{model_name=\"smollm2-135m-instruct\"}";
 /// Summed over every label set (the server runs one model).
 const RUNNING: &str = "inferd:num_requests_running";
-
-/// `body` with `extra`'s fields added (or replaced).
-fn with(mut body: Value, extra: Value) -> Value {
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
-fn chat_body(server: &Server, content: &str, extra: Value) -> Value {
-    with(
-        json!({"model": server.model, "messages": [{"role": "user", "content": content}]}),
-        extra,
-    )
-}
 
 /// POSTs JSON; returns the status, the `Retry-After` header and the JSON body.
 async fn post(

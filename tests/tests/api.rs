@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use inferd_tests::{client, start_default_server, Server};
+use inferd_tests::{
+    chat_body, client, completion_body, start_default_server, with, Server, SseParser,
+};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -12,32 +14,9 @@ use serde_json::{json, Value};
 /// past its limit so that a client still uploading reads the 413 (see `api::json`).
 const OVERSIZED_BODY_BYTES: usize = 32 << 20;
 
-fn url(server: &Server, path: &str) -> String {
-    format!("{}{path}", server.base_url.trim_end_matches('/'))
-}
-
-/// `body` with `extra`'s fields added (or replaced).
-fn with(mut body: Value, extra: Value) -> Value {
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
-fn chat_body(server: &Server, content: &str, extra: Value) -> Value {
-    with(
-        json!({"model": server.model, "messages": [{"role": "user", "content": content}]}),
-        extra,
-    )
-}
-
-fn completion_body(server: &Server, prompt: &str, extra: Value) -> Value {
-    with(json!({"model": server.model, "prompt": prompt}), extra)
-}
-
 async fn post(server: &Server, path: &str, body: &Value) -> Response {
     client()
-        .post(url(server, path))
+        .post(server.url(path))
         .json(body)
         .send()
         .await
@@ -73,37 +52,6 @@ async fn post_err(server: &Server, path: &str, body: &Value, status: StatusCode)
         "{json}"
     );
     error
-}
-
-/// An incremental SSE reader: yields each event's `data` (multi-line data joined with
-/// `\n`), ignoring comments and other fields. Lines split across network chunks and
-/// `\r\n` line ends are handled.
-#[derive(Default)]
-struct SseParser {
-    pending: Vec<u8>,
-    data: Vec<String>,
-}
-
-impl SseParser {
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=end).collect();
-            let line = String::from_utf8(line).expect("SSE lines are UTF-8");
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    events.push(self.data.join("\n"));
-                    self.data.clear();
-                }
-            } else if let Some(value) = line.strip_prefix("data:") {
-                self.data
-                    .push(value.strip_prefix(' ').unwrap_or(value).to_owned());
-            }
-        }
-        events
-    }
 }
 
 /// POSTs a streaming request; returns its JSON chunks after checking the framing:
@@ -164,7 +112,7 @@ fn content_of(body: &Value) -> String {
 
 async fn max_model_len(server: &Server) -> u64 {
     let response = client()
-        .get(url(server, "/v1/models"))
+        .get(server.url("/v1/models"))
         .send()
         .await
         .expect("GET /v1/models");
@@ -179,11 +127,7 @@ async fn max_model_len(server: &Server) -> u64 {
 #[tokio::test]
 async fn lists_the_served_model() {
     let server = start_default_server().await;
-    let response = client()
-        .get(url(&server, "/v1/models"))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(server.url("/v1/models")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let models: Value = response.json().await.unwrap();
     assert_eq!(models["object"], "list");
@@ -197,13 +141,13 @@ async fn lists_the_served_model() {
     assert_eq!(card["max_model_len"], 2048, "the default catalog's context");
 
     let path = format!("/v1/models/{}", server.model);
-    let response = client().get(url(&server, &path)).send().await.unwrap();
+    let response = client().get(server.url(&path)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let one: Value = response.json().await.unwrap();
     assert_eq!(one["id"], server.model.as_str());
 
     for probe in ["/health", "/ready"] {
-        let response = client().get(url(&server, probe)).send().await.unwrap();
+        let response = client().get(server.url(probe)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{probe}");
     }
 }
@@ -457,7 +401,7 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
 
     // Malformed JSON.
     let response = client()
-        .post(url(&server, "/v1/chat/completions"))
+        .post(server.url("/v1/chat/completions"))
         .header("content-type", "application/json")
         .body("{\"model\": ")
         .send()
@@ -528,9 +472,9 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
 
     // A body over the limit.
     let huge = "x".repeat(OVERSIZED_BODY_BYTES);
-    let body = completion_body(&server, &huge, json!({}));
+    let body = completion_body(&server, huge.as_str(), json!({}));
     let response = client()
-        .post(url(&server, "/v1/completions"))
+        .post(server.url("/v1/completions"))
         .timeout(Duration::from_secs(60))
         .json(&body)
         .send()
@@ -541,10 +485,10 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
     assert_eq!(body["error"]["code"], "request_too_large", "{body}");
 
     // Unknown route, wrong method.
-    let response = client().get(url(&server, "/v1/nope")).send().await.unwrap();
+    let response = client().get(server.url("/v1/nope")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let response = client()
-        .get(url(&server, "/v1/chat/completions"))
+        .get(server.url("/v1/chat/completions"))
         .send()
         .await
         .unwrap();
@@ -554,7 +498,7 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
     let body = chat_body(&server, "Say hi.", json!({"max_tokens": 8}));
     let reply = post_ok(&server, "/v1/chat/completions", &body).await;
     assert!(usage_of(&reply).1 >= 1, "{reply}");
-    let response = client().get(url(&server, "/ready")).send().await.unwrap();
+    let response = client().get(server.url("/ready")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -563,7 +507,7 @@ async fn request_ids_are_echoed_or_generated() {
     let server = start_default_server().await;
     let body = chat_body(&server, "hi", json!({"max_tokens": 2}));
     let response = client()
-        .post(url(&server, "/v1/chat/completions"))
+        .post(server.url("/v1/chat/completions"))
         .header("x-request-id", "e2e-req-1")
         .json(&body)
         .send()
@@ -572,7 +516,7 @@ async fn request_ids_are_echoed_or_generated() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-request-id"], "e2e-req-1");
 
-    let response = client().get(url(&server, "/health")).send().await.unwrap();
+    let response = client().get(server.url("/health")).send().await.unwrap();
     let generated = response.headers()["x-request-id"]
         .to_str()
         .unwrap_or_default();
@@ -580,7 +524,7 @@ async fn request_ids_are_echoed_or_generated() {
 
     // Also on errors.
     let response = client()
-        .post(url(&server, "/v1/chat/completions"))
+        .post(server.url("/v1/chat/completions"))
         .header("x-request-id", "e2e-req-2")
         .header("content-type", "application/json")
         .body("not json")

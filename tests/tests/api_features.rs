@@ -2,31 +2,11 @@
 //! and SmolLM2 over real sockets: `n` samples per prompt, logprobs, cached prompt tokens
 //! in the usage, and the `x-inferd-deadline-ms` header.
 
-use inferd_tests::{client, sse_data, start_default_server, Server};
+use inferd_tests::{
+    chat_body, client, completion_body, sse_data, start_default_server, with, Server,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-fn url(server: &Server, path: &str) -> String {
-    format!("{}{path}", server.base_url.trim_end_matches('/'))
-}
-
-fn with(mut body: Value, extra: Value) -> Value {
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
-fn chat_body(server: &Server, content: &str, extra: Value) -> Value {
-    with(
-        json!({"model": server.model, "messages": [{"role": "user", "content": content}]}),
-        extra,
-    )
-}
-
-fn completion_body(server: &Server, prompt: Value, extra: Value) -> Value {
-    with(json!({"model": server.model, "prompt": prompt}), extra)
-}
 
 /// POSTs (with an optional deadline header); returns the status and the body as JSON
 /// (`Null` for SSE) and as text.
@@ -36,7 +16,7 @@ async fn post(
     body: &Value,
     deadline_ms: Option<&str>,
 ) -> (StatusCode, Value, String) {
-    let mut request = client().post(url(server, path)).json(body);
+    let mut request = client().post(server.url(path)).json(body);
     if let Some(deadline) = deadline_ms {
         request = request.header("x-inferd-deadline-ms", deadline);
     }
