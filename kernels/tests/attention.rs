@@ -104,6 +104,11 @@ fn odd_head_dim_and_single_kv_head() {
 }
 
 #[test]
+fn smollm2_geometry_long_contexts() {
+    check_case(9, 9, 3, 64, 16, &[(517, 517), (400, 130), (333, 1)]);
+}
+
+#[test]
 fn empty_batches() {
     check_case(5, 6, 2, 8, 4, &[(5, 0), (0, 0)]);
     check_case(6, 6, 2, 8, 4, &[]);
@@ -134,7 +139,7 @@ fn random_shapes() {
 
 #[test]
 fn batch_invariance_bitwise() {
-    for (h, kv, bs) in [(6, 2, 16), (4, 4, 4)] {
+    for (h, kv, bs) in [(6, 2, 16), (4, 4, 4), (9, 3, 16)] {
         let seqs = [(37, 37), (50, 1), (70, 20), (9, 0), (23, 5)];
         let b = build(&mut Rng::new(42), h, kv, 64, bs, &seqs);
         let (batched, _) = run(&b);
@@ -152,6 +157,112 @@ fn batch_invariance_bitwise() {
             assert_bitwise(&out, &batched.narrow(0, q0, q_len).unwrap());
             q0 += q_len;
         }
+    }
+}
+
+/// Copies of the caches where every slot of sequence 0 at position >= `ctx`
+/// holds NaN: a kernel that touched them would poison its output.
+fn poisoned(b: &Batch, ctx: usize) -> (Tensor, Tensor) {
+    let dims = b.kc.dims().to_vec();
+    let (bs, row) = (dims[1], dims[2] * dims[3]);
+    let poison = |t: &Tensor| {
+        let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let blocks = b.seqs[0].0.div_ceil(bs);
+        for pos in ctx..blocks * bs {
+            let slot = b.block_tables[0][pos / bs] as usize * bs + pos % bs;
+            v[slot * row..(slot + 1) * row].fill(f32::NAN);
+        }
+        Tensor::from_vec(v, dims.as_slice(), &Device::Cpu).unwrap()
+    };
+    (poison(&b.kc), poison(&b.vc))
+}
+
+/// Rows `a..c` of sequence 0 of `b` run as one step with context `c` (cache
+/// slots past `c` poisoned with NaN).
+fn step(b: &Batch, a: usize, c: usize) -> Tensor {
+    let (kc, vc) = poisoned(b, c);
+    let part = Batch {
+        query: b.query.narrow(0, a, c - a).unwrap(),
+        kc,
+        vc,
+        block_tables: vec![b.block_tables[0].clone()],
+        seqs: vec![(c, c - a)],
+        scale: b.scale,
+    };
+    run(&part).0
+}
+
+/// The SmolLM2-135M geometry: 9 query heads on 3 kv heads, head_dim 64,
+/// block 16. A row is bitwise the same in a one-step prefill, in chunked
+/// prefills (chunks of 7 and 100) and as a single decode query.
+#[test]
+fn prefill_chunked_decode_are_bitwise_equal() {
+    let n = 300;
+    let b = build(&mut Rng::new(11), 9, 3, 64, 16, &[(n, n)]);
+    let (full, slow) = run(&b);
+    assert_close(&full, &slow, 1e-5);
+    for chunk in [7, 100] {
+        for a in (0..n).step_by(chunk) {
+            let c = n.min(a + chunk);
+            assert_bitwise(&step(&b, a, c), &full.narrow(0, a, c - a).unwrap());
+        }
+    }
+    for p in 0..n {
+        assert_bitwise(&step(&b, p, p + 1), &full.narrow(0, p, 1).unwrap());
+    }
+}
+
+/// A sequence's rows do not change when other sequences (prefill, chunk,
+/// decode) share the step, whatever its place in the batch.
+#[test]
+fn sequence_rows_do_not_depend_on_the_batch() {
+    let n = 200;
+    let seqs = [(n, n), (90, 1), (150, 33), (17, 17), (64, 1)];
+    let b = build(&mut Rng::new(12), 9, 3, 64, 16, &seqs);
+    let alone = step(&b, 0, n);
+    let (batched, slow) = run(&b);
+    assert_close(&batched, &slow, 1e-5);
+    assert_bitwise(&batched.narrow(0, 0, n).unwrap(), &alone);
+    // Its last row as a decode query before and after a prefill of another
+    // sequence.
+    let last = alone.narrow(0, n - 1, 1).unwrap();
+    let decode = b.query.narrow(0, n - 1, 1).unwrap();
+    let other = b.query.narrow(0, n + 1 + 33, 17).unwrap();
+    for first in [true, false] {
+        let (query, tables, seqs, at) = if first {
+            let q = Tensor::cat(&[&decode, &other], 0).unwrap();
+            (q, [0, 3], vec![(n, 1), (17, 17)], 0)
+        } else {
+            let q = Tensor::cat(&[&other, &decode], 0).unwrap();
+            (q, [3, 0], vec![(17, 17), (n, 1)], 17)
+        };
+        let mixed = Batch {
+            query,
+            kc: b.kc.clone(),
+            vc: b.vc.clone(),
+            block_tables: tables.map(|s| b.block_tables[s].clone()).to_vec(),
+            seqs,
+            scale: b.scale,
+        };
+        let (out, slow) = run(&mixed);
+        assert_close(&out, &slow, 1e-5);
+        assert_bitwise(&out.narrow(0, at, 1).unwrap(), &last);
+    }
+}
+
+/// The result does not depend on the number of threads.
+#[test]
+fn thread_count_does_not_change_results() {
+    let seqs = [(300, 300), (90, 1), (150, 33), (64, 1)];
+    let b = build(&mut Rng::new(13), 9, 3, 64, 16, &seqs);
+    let (reference, _) = run(&b);
+    for threads in [1, 2, 3, 5] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (out, _) = pool.install(|| run(&b));
+        assert_bitwise(&out, &reference);
     }
 }
 
