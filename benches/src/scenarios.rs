@@ -105,7 +105,7 @@ pub async fn prefill_interference(
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let sent = Instant::now();
         let body = json!({"model": model, "stream": true, "max_tokens": 1, "temperature": 0,
-                          "messages": [{"role": "user", "content": long_text("Long", 2000)}]});
+                          "messages": [{"role": "user", "content": long_text(&format!("Long {:?}", Instant::now()), 2000)}]});
         let (ttft, _) = stream_chat(c, url, body).await?;
         anyhow::Ok((sent, sent + ttft))
     };
