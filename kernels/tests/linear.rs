@@ -163,3 +163,69 @@ fn linear_speed() {
         );
     }
 }
+
+/// Batch invariance at serving shapes, on every ISA and with 1 and 2 threads:
+/// every row of a big batch equals that row alone, and random sub-batches
+/// equal the matching slice of the big batch.
+#[test]
+fn batch_invariance_serving_shapes_and_threads() {
+    let mut rng = Rng::new(6);
+    for (n, k) in [(1536, 576), (576, 1536)] {
+        let w = randn(&mut rng, &[n, k]);
+        let x = randn(&mut rng, &[2000, k]);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                for isa in isas() {
+                    let alone: Vec<Tensor> = (0..2000)
+                        .map(|i| linear_with(&x.narrow(0, i, 1).unwrap(), &w, isa).unwrap())
+                        .collect();
+                    for m in [1, 2, 3, 4, 5, 15, 16, 17, 64, 200, 2000] {
+                        let big = linear_with(&x.narrow(0, 0, m).unwrap(), &w, isa).unwrap();
+                        for (i, row) in alone.iter().enumerate().take(m) {
+                            assert_bitwise(row, &big.narrow(0, i, 1).unwrap());
+                        }
+                        for _ in 0..3 {
+                            let len = 1 + rng.below(m);
+                            let at = rng.below(2000 - len + 1);
+                            let sub = linear_with(&x.narrow(0, at, len).unwrap(), &w, isa).unwrap();
+                            for i in 0..len {
+                                assert_bitwise(&alone[at + i], &sub.narrow(0, i, 1).unwrap());
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// `cargo test --release -p inferd-kernels --test linear -- --ignored --nocapture linear_gflops`
+#[test]
+#[ignore]
+fn linear_gflops() {
+    let mut rng = Rng::new(7);
+    println!(
+        "isa {:?}, rayon threads {} (hot weights)",
+        Isa::detect(),
+        rayon::current_num_threads()
+    );
+    println!("    k     n     m   linear ms  GFLOP/s    slow ms  GFLOP/s");
+    for (k, n) in [(576, 1536), (1536, 576), (576, 576)] {
+        let w = randn(&mut rng, &[n, k]);
+        for m in [1, 16, 256, 2000] {
+            let x = randn(&mut rng, &[m, k]);
+            let fast = ns_per_call(&|| linear(&x, &w).unwrap()) / 1e6;
+            let slow = ns_per_call(&|| linear_slow(&x, &w).unwrap()) / 1e6;
+            let gf = |ms: f64| 2.0 * (m * n * k) as f64 / ms / 1e6;
+            println!(
+                "{k:5} {n:5} {m:5} {fast:11.3} {:8.1} {slow:10.3} {:8.1}",
+                gf(fast),
+                gf(slow)
+            );
+        }
+    }
+}
