@@ -3,7 +3,7 @@
 
 use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Tensor};
 
-use crate::{check, f32_slice, shape_err, u32_slice, KernelError, Result};
+use crate::{check, check_value_cache, f32_slice, shape_err, u32_slice, KernelError, Result};
 
 const OP: &str = "reshape_and_cache";
 
@@ -41,17 +41,7 @@ fn validate(
     if cd[2] != num_kv_heads || cd[3] != head_dim {
         return Err(shape_err(OP, "key_cache", key_cache, expected_cache()));
     }
-    check(OP, "value_cache", value_cache, DType::F32, 4, &|| {
-        format!("{cd:?}")
-    })?;
-    if value_cache.dims() != cd {
-        return Err(shape_err(
-            OP,
-            "value_cache",
-            value_cache,
-            format!("{cd:?} (same as key_cache)"),
-        ));
-    }
+    check_value_cache(OP, value_cache, cd)?;
     let sd = check(OP, "slot_mapping", slot_mapping, DType::U32, 1, &|| {
         format!("[{num_tokens}]")
     })?;

@@ -136,6 +136,27 @@ pub(crate) fn check<'a>(
     Ok(t.dims())
 }
 
+/// Checks `value_cache` against `key_cache` (whose dims `cd` were already checked): f32,
+/// rank 4, contiguous, CPU and the very same shape.
+pub(crate) fn check_value_cache(
+    op: &'static str,
+    value_cache: &Tensor,
+    cd: &[usize],
+) -> Result<()> {
+    check(op, "value_cache", value_cache, DType::F32, 4, &|| {
+        format!("{cd:?}")
+    })?;
+    if value_cache.dims() != cd {
+        return Err(shape_err(
+            op,
+            "value_cache",
+            value_cache,
+            format!("{cd:?} (same as key_cache)"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn shape_err(
     op: &'static str,
     name: &'static str,

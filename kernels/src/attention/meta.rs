@@ -3,7 +3,7 @@
 use candle_core::{DType, Tensor};
 
 use super::OP;
-use crate::{check, shape_err, KernelError, Result};
+use crate::{check, check_value_cache, shape_err, KernelError, Result};
 
 /// Validated dimensions and host copies of the (small) index tensors.
 pub(super) struct Meta {
@@ -39,17 +39,7 @@ pub(super) fn validate(
     if cd[3] != head_dim || cd[1] == 0 {
         return Err(shape_err(OP, "key_cache", key_cache, expected_cache()));
     }
-    check(OP, "value_cache", value_cache, DType::F32, 4, &|| {
-        format!("{cd:?}")
-    })?;
-    if value_cache.dims() != cd {
-        return Err(shape_err(
-            OP,
-            "value_cache",
-            value_cache,
-            format!("{cd:?} (same as key_cache)"),
-        ));
-    }
+    check_value_cache(OP, value_cache, cd)?;
     let (num_blocks, block_size, num_kv_heads) = (cd[0], cd[1], cd[2]);
     if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
         return Err(invalid(format!(
