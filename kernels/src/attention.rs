@@ -342,7 +342,7 @@ impl CustomOp3 for PagedAttention {
         }
         match self.isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma if d % 8 == 0 => match avx2::Avx2::new() {
+            Isa::Avx2Fma if d.is_multiple_of(8) => match avx2::Avx2::new() {
                 Some(k) => self.run(&k, q, kc, vc, &mut out),
                 None => candle_core::bail!("{OP}: AVX2/FMA not supported by this CPU"),
             },

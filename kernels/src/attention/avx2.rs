@@ -192,7 +192,7 @@ unsafe fn scores(
     kw: usize,
 ) {
     let d = q.len() / rows;
-    assert!(q.len() == rows * d && d % 8 == 0 && (rows - 1) * kw + nk <= s.len());
+    assert!(q.len() == rows * d && d.is_multiple_of(8) && (rows - 1) * kw + nk <= s.len());
     assert!(nk >= 1 && (nk - 1) * ks + d <= k.len());
     let (q, k, s) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
     // The asserts above bound every access of the tiles.
@@ -221,7 +221,7 @@ unsafe fn scores(
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax(kw: usize, x: Rows<'_>, tmp: &mut [f32]) {
     let rows = x.cnt.len();
-    assert!(kw % 8 == 0 && x.s.len() == rows * kw && tmp.len() >= 8 * kw);
+    assert!(kw.is_multiple_of(8) && x.s.len() == rows * kw && tmp.len() >= 8 * kw);
     assert!(x.m.len() == rows && x.l.len() == rows && x.c.len() == rows);
     let (s, tmp) = (x.s.as_mut_ptr(), tmp.as_mut_ptr());
     let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -286,7 +286,7 @@ unsafe fn pv(
     cnt: usize,
 ) {
     let d = acc.len() / rows;
-    assert!(acc.len() == rows * d && d % 8 == 0 && c.len() >= rows);
+    assert!(acc.len() == rows * d && d.is_multiple_of(8) && c.len() >= rows);
     assert!(cnt >= 1 && (rows - 1) * kw + cnt <= p.len() && (cnt - 1) * vs + d <= v.len());
     let (acc, p, c, v) = (acc.as_mut_ptr(), p.as_ptr(), c.as_ptr(), v.as_ptr());
     // The asserts above bound every access of the tiles.
