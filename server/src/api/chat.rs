@@ -14,13 +14,15 @@ use super::json::ApiJson;
 use super::logprobs;
 use super::request_id::RequestId;
 use super::sampling::{CommonParams, LogprobsParams};
-use super::stream::{json_event, sse_response, ChunkFormat, ChunkMeta, DeltaRef};
+use super::stream::{json_event, ChunkFormat, ChunkMeta, DeltaRef};
+use super::tools;
 use super::types::{
     AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion,
-    ChatCompletionRequest, ChatDelta, ChatLogprobs, ChatMessageIn, UsageOut,
+    ChatCompletionRequest, ChatDelta, ChatLogprobs, ChatMessageIn, FunctionChunk, Role,
+    ToolCallChunk, UsageOut,
 };
-use super::{backend_header, AppState};
-use crate::backend::{ChatMessage, FinishReason, GenerateRequest, Prompt, Usage};
+use super::{respond_streaming, served_by, AppState};
+use crate::backend::{ChatMessage, FinishReason, GenerateRequest, Prompt, ToolCallDelta, Usage};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(create))
@@ -36,6 +38,8 @@ async fn create(
     super::record_request_fields(&body.model, body.user.as_deref());
     reject_unsupported(&body)?;
     let messages = messages(&body.messages)?;
+    let tool_specs = tools::tools(body.tools.as_ref())?;
+    let tool_choice = tools::tool_choice(body.tool_choice.as_ref(), &tool_specs)?;
     let options = common_params(&body).validate()?;
     let backend = state.backend(&body.model)?;
     let logprobs = options.sampling.logprobs.is_some();
@@ -48,8 +52,11 @@ async fn create(
         max_tokens_explicit: options.max_tokens_explicit,
         stop: options.stop,
         deadline,
+        tools: tool_specs,
+        tool_choice,
+        set_by_client: options.set_by_client,
+        stream: options.stream,
     };
-    let generations = admit(backend.as_ref(), vec![request], options.n).await?;
     let meta = ChunkMeta {
         id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         created: unix_now(),
@@ -59,9 +66,11 @@ async fn create(
         n: options.n,
     };
     if options.stream {
-        let response = sse_response(ChatFormat(meta), generations);
-        return Ok((backend_header(), response).into_response());
+        return respond_streaming(&state, backend, vec![request], options.n, ChatFormat(meta))
+            .await;
     }
+    let generations = admit(backend.as_ref(), vec![request], options.n).await?;
+    let served = served_by(&state, &meta.model, &generations);
     let completed = collect_all(generations).await?;
     let usages: Vec<_> = completed.iter().map(|c| c.usage).collect();
     let response = ChatCompletion {
@@ -77,14 +86,16 @@ async fn create(
                 logprobs: meta.logprobs.then(|| logprobs::chat(&c.logprobs)),
                 message: AssistantMessage {
                     role: "assistant",
-                    content: c.text,
+                    // OpenAI sends `null` content for an answer that is only tool calls.
+                    content: (!c.text.is_empty() || c.tool_calls.is_empty()).then_some(c.text),
+                    tool_calls: c.tool_calls,
                 },
                 finish_reason: c.finish_reason.as_str(),
             })
             .collect(),
         usage: response_usage(&usages, meta.n).into(),
     };
-    Ok((backend_header(), Json(response)).into_response())
+    Ok((served, Json(response)).into_response())
 }
 
 /// The sampling fields of a chat request; `max_completion_tokens` wins over `max_tokens`.
@@ -121,19 +132,6 @@ pub(crate) fn common_params(body: &ChatCompletionRequest) -> CommonParams<'_> {
 fn reject_unsupported(body: &ChatCompletionRequest) -> Result<(), ApiError> {
     let is_empty_list = |v: &Value| v.is_null() || v.as_array().is_some_and(|a| a.is_empty());
     let is_none_choice = |v: &Value| v.is_null() || v.as_str() == Some("none");
-    if body.tools.as_ref().is_some_and(|v| !is_empty_list(v)) {
-        return Err(ApiError::unsupported("tools", ""));
-    }
-    if body
-        .tool_choice
-        .as_ref()
-        .is_some_and(|v| !is_none_choice(v))
-    {
-        return Err(ApiError::unsupported(
-            "tool_choice",
-            "; only \"none\" is accepted",
-        ));
-    }
     if body.functions.as_ref().is_some_and(|v| !is_empty_list(v)) {
         return Err(ApiError::unsupported("functions", ""));
     }
@@ -171,15 +169,25 @@ fn messages(wire: &[ChatMessageIn]) -> Result<Vec<ChatMessage>, ApiError> {
     wire.iter()
         .enumerate()
         .map(|(i, message)| {
-            if message.tool_calls.as_ref().is_some_and(|v| !v.is_null()) {
-                return Err(ApiError::unsupported(
+            let tool_calls = tools::message_tool_calls(i, message.tool_calls.as_ref())?;
+            if !tool_calls.is_empty() && message.role != Role::Assistant {
+                return Err(ApiError::invalid(
                     format!("messages[{i}].tool_calls"),
-                    "",
+                    format!("messages[{i}].tool_calls is only allowed on assistant messages"),
+                ));
+            }
+            if message.role == Role::Tool && message.tool_call_id.is_none() {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_call_id"),
+                    format!("messages[{i}].tool_call_id is required on tool messages"),
                 ));
             }
             Ok(ChatMessage {
                 role: message.role.as_str().to_owned(),
                 content: content_text(i, &message.content)?,
+                tool_calls,
+                tool_call_id: message.tool_call_id.clone(),
+                name: message.name.clone(),
             })
         })
         .collect()
@@ -271,6 +279,7 @@ impl ChunkFormat for ChatFormat {
         let delta = ChatDelta {
             role: Some("assistant"),
             content: Some(""),
+            tool_calls: None,
         };
         Some(self.choice_chunk(index, delta, None, None))
     }
@@ -280,8 +289,27 @@ impl ChunkFormat for ChatFormat {
         let delta = ChatDelta {
             role: None,
             content: Some(delta.text),
+            tool_calls: None,
         };
         self.choice_chunk(index, delta, logprobs, None)
+    }
+
+    fn tool_call(&self, index: usize, call: &ToolCallDelta) -> Option<Event> {
+        let chunk = ToolCallChunk {
+            index: call.index,
+            id: call.id.as_deref(),
+            kind: call.id.as_ref().map(|_| "function"),
+            function: FunctionChunk {
+                name: call.name.as_deref(),
+                arguments: &call.arguments,
+            },
+        };
+        let delta = ChatDelta {
+            role: None,
+            content: None,
+            tool_calls: Some(vec![chunk]),
+        };
+        Some(self.choice_chunk(index, delta, None, None))
     }
 
     fn finish(&self, index: usize, reason: FinishReason) -> Event {

@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use crate::api::testing::{
     delta, finished, json_request, post_json, send, sse_chunks, Script, TestServer,
 };
-use crate::backend::{BackendError, ChatMessage, FinishReason, Prompt};
+use crate::backend::{BackendError, ChatMessage, FinishReason, GenEvent, Prompt, ToolCallDelta};
 
 const PATH: &str = "/v1/chat/completions";
 
@@ -87,20 +87,25 @@ async fn the_backend_gets_the_mapped_request() {
     let got = &requests[0];
     assert_eq!(got.request_id, "rid-7");
     assert_eq!(got.model, "test-model");
-    let message = |role: &str, content: &str| ChatMessage {
-        role: role.into(),
-        content: content.into(),
-    };
+    let message = ChatMessage::text;
     assert_eq!(
         got.prompt,
         Prompt::Chat(vec![
             message("system", "Be terse."),
             message("developer", ""),
-            message("user", "Hello there"),
+            ChatMessage {
+                name: Some("alice".into()),
+                ..message("user", "Hello there")
+            },
             message("assistant", "Hi."),
-            message("tool", "42"),
+            ChatMessage {
+                tool_call_id: Some("call_1".into()),
+                ..message("tool", "42")
+            },
         ])
     );
+    assert!(got.tools.is_empty());
+    assert_eq!(got.tool_choice, crate::backend::ToolChoice::None);
     assert_eq!(got.sampling.max_tokens, 9);
     assert!(got.max_tokens_explicit);
     assert_eq!(got.sampling.temperature, 0.0);
@@ -274,17 +279,7 @@ async fn unsupported_features_are_rejected_by_name() {
         {"type": "text", "text": "what is this?"},
         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
     ]}]);
-    let tool_call = json!([{"role": "assistant", "content": null, "tool_calls": [{"id": "c"}]}]);
     let cases = [
-        (
-            json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
-            "tools",
-        ),
-        (json!({"tool_choice": "auto"}), "tool_choice"),
-        (
-            json!({"tool_choice": {"type": "function", "function": {"name": "f"}}}),
-            "tool_choice",
-        ),
         (json!({"functions": [{"name": "f"}]}), "functions"),
         (json!({"function_call": "auto"}), "function_call"),
         (
@@ -296,7 +291,6 @@ async fn unsupported_features_are_rejected_by_name() {
             "response_format",
         ),
         (json!({"messages": image}), "messages[0].content[1].type"),
-        (json!({"messages": tool_call}), "messages[0].tool_calls"),
     ];
     let server = TestServer::new();
     for (extra, param) in cases {
@@ -378,4 +372,140 @@ async fn a_dropped_non_streaming_request_drops_the_generation_stream() {
     assert!(outcome.is_err(), "the generation never finishes");
     assert_eq!(server.backend.requests().len(), 1);
     assert_eq!(server.backend.live_streams(), 0);
+}
+
+fn tool_fragment(index: usize, head: Option<(&str, &str)>, arguments: &str) -> GenEvent {
+    GenEvent::ToolCall(ToolCallDelta {
+        index,
+        id: head.map(|(id, _)| id.to_owned()),
+        name: head.map(|(_, name)| name.to_owned()),
+        arguments: arguments.to_owned(),
+    })
+}
+
+/// Two parallel calls whose fragments interleave, as a remote backend streams them.
+fn parallel_tool_calls() -> Vec<Result<GenEvent, BackendError>> {
+    vec![
+        Ok(tool_fragment(0, Some(("call_a", "get_weather")), "")),
+        Ok(tool_fragment(1, Some(("call_b", "get_time")), "{\"tz\":")),
+        Ok(tool_fragment(0, None, "{\"city\":\"Paris\"}")),
+        Ok(tool_fragment(1, None, "\"CET\"}")),
+        Ok(finished(FinishReason::ToolCalls, 20, 9, 0)),
+    ]
+}
+
+fn tools_body(extra: Value) -> Value {
+    let mut body = chat(json!({
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather",
+             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+            {"type": "function", "function": {"name": "get_time", "description": "now"}}
+        ],
+        "tool_choice": "required",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_0", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "sunny"}
+        ]
+    }));
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+#[tokio::test]
+async fn tools_and_tool_turns_reach_the_backend() {
+    let server = TestServer::with_script(Script::Events(parallel_tool_calls()));
+    let reply = post_json(&server.router(), PATH, tools_body(json!({}))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let got = &server.backend.requests()[0];
+    assert_eq!(got.tools.len(), 2);
+    assert_eq!(got.tools[0].name, "get_weather");
+    assert_eq!(got.tools[1].description.as_deref(), Some("now"));
+    assert_eq!(got.tool_choice, crate::backend::ToolChoice::Required);
+    let Prompt::Chat(messages) = &got.prompt else {
+        panic!("chat prompt expected")
+    };
+    assert_eq!(messages[1].tool_calls[0].id, "call_0");
+    assert_eq!(messages[1].tool_calls[0].arguments, "{\"city\":\"Rome\"}");
+    assert_eq!(messages[2].tool_call_id.as_deref(), Some("call_0"));
+}
+
+#[tokio::test]
+async fn tool_calls_are_reassembled_in_a_response() {
+    let server = TestServer::with_script(Script::Events(parallel_tool_calls()));
+    let reply = post_json(&server.router(), PATH, tools_body(json!({}))).await;
+    let choice = &reply.json["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    assert_eq!(
+        choice["message"]["tool_calls"],
+        json!([
+            {"id": "call_a", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+            {"id": "call_b", "type": "function",
+             "function": {"name": "get_time", "arguments": "{\"tz\":\"CET\"}"}}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn tool_call_fragments_stream_as_openai_deltas() {
+    let server = TestServer::with_script(Script::Events(parallel_tool_calls()));
+    let reply = post_json(&server.router(), PATH, tools_body(json!({"stream": true}))).await;
+    let chunks = sse_chunks(&reply.text);
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 4);
+    assert_eq!(
+        calls[0],
+        &json!([{"index": 0, "id": "call_a", "type": "function",
+                 "function": {"name": "get_weather", "arguments": ""}}])
+    );
+    assert_eq!(
+        calls[2],
+        &json!([{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}])
+    );
+    assert_eq!(calls[3][0]["index"], 1);
+    let last = &chunks[chunks.len() - 1];
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+}
+
+#[tokio::test]
+async fn bad_tool_fields_are_400s_naming_the_field() {
+    let server = TestServer::new();
+    let cases = [
+        (
+            json!({"tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice.function.name",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"messages": [{"role": "tool", "content": "x"}]}),
+            "messages[0].tool_call_id",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x", "tool_calls": [
+            {"id": "c", "function": {"name": "f", "arguments": "{}"}}]}]}),
+            "messages[0].tool_calls",
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]}),
+            "messages[0].tool_calls[0].function.name",
+        ),
+    ];
+    for (extra, param) in cases {
+        let reply = post_json(&server.router(), PATH, tools_body(extra.clone())).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{extra}");
+        assert_eq!(reply.json["error"]["param"], param, "{extra}");
+    }
+    assert!(server.backend.requests().is_empty());
 }

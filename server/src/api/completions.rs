@@ -16,12 +16,12 @@ use super::json::ApiJson;
 use super::logprobs;
 use super::request_id::RequestId;
 use super::sampling::{CommonParams, LogprobsParams};
-use super::stream::{json_event, sse_response, ChunkFormat, ChunkMeta, DeltaRef};
+use super::stream::{json_event, ChunkFormat, ChunkMeta, DeltaRef};
 use super::types::{
     CompletionLogprobs, CompletionRequest, TextChoice, TextChunk, TextChunkChoice, TextCompletion,
     UsageOut,
 };
-use super::{backend_header, AppState};
+use super::{respond_streaming, served_by, AppState};
 use crate::backend::{FinishReason, GenerateRequest, Prompt, Usage};
 
 /// Most prompts one request may carry (each is a separate generation).
@@ -61,9 +61,12 @@ async fn create(
             max_tokens_explicit: options.max_tokens_explicit,
             stop: options.stop.clone(),
             deadline,
+            tools: Vec::new(),
+            tool_choice: Default::default(),
+            set_by_client: options.set_by_client,
+            stream: options.stream,
         })
         .collect();
-    let generations = admit(backend.as_ref(), requests, options.n).await?;
     let meta = ChunkMeta {
         id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
         created: unix_now(),
@@ -73,9 +76,10 @@ async fn create(
         n: options.n,
     };
     if options.stream {
-        let response = sse_response(TextFormat(meta), generations);
-        return Ok((backend_header(), response).into_response());
+        return respond_streaming(&state, backend, requests, options.n, TextFormat(meta)).await;
     }
+    let generations = admit(backend.as_ref(), requests, options.n).await?;
+    let served = served_by(&state, &meta.model, &generations);
     let completed = collect_all(generations).await?;
     let usages: Vec<_> = completed.iter().map(|c| c.usage).collect();
     let usage = response_usage(&usages, meta.n);
@@ -98,7 +102,7 @@ async fn create(
             .collect(),
         usage: usage.into(),
     };
-    Ok((backend_header(), Json(response)).into_response())
+    Ok((served, Json(response)).into_response())
 }
 
 pub(crate) fn common_params(body: &CompletionRequest) -> CommonParams<'_> {

@@ -40,6 +40,10 @@ pub enum ApiError {
     /// 503: nothing can serve the request now (draining, engine stopped, not ready).
     #[error("{0}")]
     Unavailable(String),
+    /// 502: a remote backend (replica, Bedrock) failed and retries did not help. The
+    /// message names the backend and what failed; it never holds credentials.
+    #[error("{0}")]
+    BadGateway(String),
     /// 504: the request's deadline (`x-inferd-deadline-ms`) passed before it finished.
     #[error("{0}")]
     DeadlineExceeded(String),
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -138,6 +143,10 @@ impl ApiError {
             // Not logged here: readiness probes hit this every few seconds while a
             // backend loads or drains, and the request line already records the 503.
             ApiError::Unavailable(_) => ("service_unavailable", None, None),
+            ApiError::BadGateway(reason) => {
+                tracing::warn!(reason = %reason, "upstream backend failed");
+                ("upstream_error", None, Some("bad_gateway"))
+            }
             ApiError::DeadlineExceeded(_) => ("timeout_error", None, Some("deadline_exceeded")),
             ApiError::Internal(details) => {
                 tracing::error!(details = %details, "internal error");
@@ -181,6 +190,7 @@ impl From<BackendError> for ApiError {
             }
             BackendError::Unavailable(reason) => ApiError::Unavailable(reason),
             BackendError::DeadlineExceeded(reason) => ApiError::DeadlineExceeded(reason),
+            BackendError::Upstream(reason) => ApiError::BadGateway(reason),
             BackendError::Internal(details) => ApiError::Internal(details),
         }
     }

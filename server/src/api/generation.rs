@@ -8,6 +8,8 @@ use futures::StreamExt;
 
 use super::error::ApiError;
 use super::logprobs::TextOffsets;
+use super::tools::ToolCallAssembler;
+use super::types::ToolCallOut;
 use crate::backend::{
     Backend, FinishReason, GenEvent, GenerateRequest, Generation, TokenLogprob, Usage,
 };
@@ -60,6 +62,8 @@ pub(crate) struct Completed {
     pub text_offset: Vec<usize>,
     pub finish_reason: FinishReason,
     pub usage: Usage,
+    /// The answer's tool calls, reassembled from their fragments.
+    pub tool_calls: Vec<ToolCallOut>,
 }
 
 /// Drains one generation into its text. Dropping the future (client gone) drops the
@@ -70,6 +74,7 @@ pub(crate) async fn collect(generation: Generation) -> Result<Completed, ApiErro
     let mut all_logprobs = Vec::new();
     let mut text_offset = Vec::new();
     let mut offsets = TextOffsets::default();
+    let mut tool_calls = ToolCallAssembler::default();
     while let Some(event) = events.next().await {
         match event? {
             GenEvent::Delta {
@@ -84,6 +89,7 @@ pub(crate) async fn collect(generation: Generation) -> Result<Completed, ApiErro
                 }
                 text.push_str(&delta);
             }
+            GenEvent::ToolCall(delta) => tool_calls.push(delta),
             GenEvent::Finished { reason, usage } => {
                 return Ok(Completed {
                     text,
@@ -91,6 +97,7 @@ pub(crate) async fn collect(generation: Generation) -> Result<Completed, ApiErro
                     text_offset,
                     finish_reason: reason,
                     usage,
+                    tool_calls: tool_calls.finish(),
                 })
             }
         }

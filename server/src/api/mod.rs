@@ -15,6 +15,8 @@ mod completions;
 mod deadline;
 mod generation;
 mod health;
+mod held;
+mod internal;
 mod logprobs;
 #[cfg(test)]
 mod logprobs_tests;
@@ -24,6 +26,7 @@ mod sampling;
 mod stream;
 #[cfg(test)]
 mod testing;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,18 +36,15 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::{middleware, Extension, Router};
 
-use crate::backend::Backend;
+use crate::backend::{served_by_kind, Backend, GenerateRequest, Generation, SERVED_BY_LOCAL};
 use error::ApiError;
 use json::BodyLimit;
+use stream::{sse_response, ChunkFormat};
 
 pub use deadline::DEADLINE_HEADER;
 
-/// Which backend served a response (`local`, later `replica:<addr>`, `bedrock`).
+/// Which backend served a response (`local`, `replica:<addr>`, `bedrock`).
 pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-inferd-backend");
-
-/// The only backend kind today. When the gateway arrives, the value should come from the
-/// backend that served the request instead (e.g. a `Backend::kind()` method).
-const LOCAL_BACKEND: &str = "local";
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -93,6 +93,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(completions::routes())
         .merge(models::routes())
         .merge(health::routes())
+        .merge(internal::routes())
         .merge(metrics::routes())
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(method_not_allowed)
@@ -117,9 +118,55 @@ async fn method_not_allowed(request: Request) -> ApiError {
     }
 }
 
-/// `x-inferd-backend` for responses a backend produced.
-fn backend_header() -> [(HeaderName, HeaderValue); 1] {
-    [(BACKEND_HEADER, HeaderValue::from_static(LOCAL_BACKEND))]
+/// Which backend serves admitted generations; counts the request for that backend kind.
+fn count_served(state: &AppState, model: &str, generations: &[Generation]) -> String {
+    let served = generations
+        .first()
+        .map_or(SERVED_BY_LOCAL, |g| g.served_by.as_str())
+        .to_owned();
+    state
+        .metrics
+        .inc_backend_request(model, served_by_kind(&served));
+    served
+}
+
+/// `x-inferd-backend` for admitted generations (and the per-backend request count).
+fn served_by(
+    state: &AppState,
+    model: &str,
+    generations: &[Generation],
+) -> [(HeaderName, HeaderValue); 1] {
+    let served = count_served(state, model, generations);
+    let value = HeaderValue::from_str(&served).unwrap_or(HeaderValue::from_static("unknown"));
+    [(BACKEND_HEADER, value)]
+}
+
+/// Admits and answers a streaming request. Refusals become the HTTP status, unless the
+/// backend may hold requests (the gateway, see [`held`]) and admission outlasts its
+/// keep-alive interval.
+async fn respond_streaming<F: ChunkFormat>(
+    state: &AppState,
+    backend: Arc<dyn Backend>,
+    requests: Vec<GenerateRequest>,
+    n: usize,
+    format: F,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let keepalive = backend.admission_keepalive();
+    let mut admission: futures::future::BoxFuture<'static, _> =
+        Box::pin(async move { generation::admit(backend.as_ref(), requests, n).await });
+    let result = match keepalive {
+        None => admission.await,
+        Some(interval) => tokio::select! {
+            result = &mut admission => result,
+            _ = tokio::time::sleep(interval) => {
+                return Ok(held::held_response(state.clone(), format, admission, interval));
+            }
+        },
+    };
+    let generations = result?;
+    let served = served_by(state, &format.meta().model, &generations);
+    Ok((served, sse_response(format, generations)).into_response())
 }
 
 /// Adds the model and the client's `user` to the request span (and so to its log lines).

@@ -5,7 +5,7 @@ use serde_json::{Number, Value};
 
 use super::error::ApiError;
 use super::types::StreamOptions;
-use crate::backend::SamplingParams;
+use crate::backend::{SamplingParams, SetByClient};
 
 /// Most stop strings one request may carry.
 pub(crate) const MAX_STOP_SEQUENCES: usize = 16;
@@ -72,6 +72,8 @@ pub(crate) struct GenerationOptions {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Which sampling fields the request set (for backends that can't honour some).
+    pub set_by_client: SetByClient,
 }
 
 impl CommonParams<'_> {
@@ -132,6 +134,17 @@ impl CommonParams<'_> {
             stop: stop_strings(self.stop)?,
             stream,
             include_usage,
+            set_by_client: SetByClient {
+                temperature: self.temperature.is_some(),
+                top_p: self.top_p.is_some(),
+                top_k: self.top_k.is_some(),
+                min_p: self.min_p.is_some(),
+                seed: self.seed.is_some(),
+                presence_penalty: self.presence_penalty.is_some(),
+                frequency_penalty: self.frequency_penalty.is_some(),
+                repetition_penalty: self.repetition_penalty.is_some(),
+                ignore_eos: self.ignore_eos.is_some(),
+            },
         })
     }
 }

@@ -48,6 +48,7 @@ fn defaults() {
             stop: vec![],
             stream: false,
             include_usage: false,
+            set_by_client: Default::default(),
         }
     );
 }
@@ -83,6 +84,17 @@ fn every_field_maps() {
             stop: vec!["\n\n".to_owned(), "END".to_owned()],
             stream: true,
             include_usage: true,
+            set_by_client: crate::backend::SetByClient {
+                temperature: true,
+                top_p: true,
+                top_k: true,
+                min_p: true,
+                seed: true,
+                presence_penalty: true,
+                frequency_penalty: true,
+                repetition_penalty: true,
+                ignore_eos: true,
+            },
         }
     );
 }

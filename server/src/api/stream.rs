@@ -28,7 +28,9 @@ use super::error::ApiError;
 use super::generation::response_usage;
 use super::logprobs::TextOffsets;
 use super::types::UsageOut;
-use crate::backend::{BackendError, FinishReason, GenEvent, Generation, TokenLogprob, Usage};
+use crate::backend::{
+    BackendError, FinishReason, GenEvent, Generation, TokenLogprob, ToolCallDelta, Usage,
+};
 
 /// The fields every chunk of one response shares.
 #[derive(Clone, Debug)]
@@ -68,6 +70,11 @@ pub(crate) trait ChunkFormat: Send + 'static {
     fn opening(&self, index: usize) -> Option<Event>;
     fn delta(&self, index: usize, delta: DeltaRef<'_>) -> Event;
     fn finish(&self, index: usize, reason: FinishReason) -> Event;
+    /// A fragment of a tool call; `None`: this kind of response has no tool calls (the
+    /// fragment is dropped with a warning).
+    fn tool_call(&self, _index: usize, _call: &ToolCallDelta) -> Option<Event> {
+        None
+    }
     /// The final `"choices": []` chunk with the usage of all choices.
     fn usage(&self, usage: Usage) -> Event;
 }
@@ -93,14 +100,27 @@ pub(crate) fn error_event(error: &ApiError) -> Event {
 
 /// The SSE response for admitted generations (choice `i` is `generations[i]`).
 pub(crate) fn sse_response<F: ChunkFormat>(format: F, generations: Vec<Generation>) -> Response {
+    sse_body(sse_events(format, generations))
+}
+
+/// The events of a response for admitted generations, each polled in the request's span.
+pub(crate) fn sse_events<F: ChunkFormat>(
+    format: F,
+    generations: Vec<Generation>,
+) -> BoxStream<'static, Event> {
     let span = Span::current();
     let driver = Driver::new(format, generations, span.clone());
-    let mut events = Box::pin(stream::unfold(driver, Driver::next).map(Ok::<_, Infallible>));
-    let events = stream::poll_fn(move |cx| {
+    let mut events = Box::pin(stream::unfold(driver, Driver::next));
+    stream::poll_fn(move |cx| {
         let _entered = span.enter();
         events.as_mut().poll_next(cx)
-    });
-    let mut response = Sse::new(events)
+    })
+    .boxed()
+}
+
+/// An SSE response around `events`.
+pub(crate) fn sse_body(events: impl Stream<Item = Event> + Send + 'static) -> Response {
+    let mut response = Sse::new(events.map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::default())
         .into_response();
     // Ask nginx-style proxies not to buffer the stream.
@@ -179,6 +199,14 @@ impl<F: ChunkFormat> Driver<F> {
                     text_offset: &text_offset,
                 };
                 self.queue.push_back(self.format.delta(index, delta));
+            }
+            Some(Ok(GenEvent::ToolCall(call))) if !already_finished => {
+                match self.format.tool_call(index, &call) {
+                    Some(event) => self.queue.push_back(event),
+                    None => {
+                        tracing::warn!(index, "tool call fragment dropped: not a chat response")
+                    }
+                }
             }
             Some(Ok(GenEvent::Finished { reason, usage })) if !already_finished => {
                 self.finished[index] = Some(usage);

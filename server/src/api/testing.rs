@@ -179,7 +179,13 @@ impl ScriptedBackend {
         Ok(Generation {
             prompt_tokens: 3,
             events: Box::pin(events),
+            served_by: crate::backend::SERVED_BY_LOCAL.to_owned(),
         })
+    }
+
+    /// What later `generate` calls do.
+    pub(crate) fn set_script(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {

@@ -34,14 +34,18 @@ impl Role {
     }
 }
 
-/// One message of a chat request. `name` and `tool_call_id` are accepted and ignored.
+/// One message of a chat request.
 #[derive(Clone, Debug, Deserialize)]
 pub struct ChatMessageIn {
     pub role: Role,
     /// A string, null (absent) or an array of content parts.
     #[serde(default)]
     pub content: Value,
+    /// Assistant turns: the tool calls it made (checked in `api::tools`).
     pub tool_calls: Option<Value>,
+    /// Tool turns: the call this is the result of.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
@@ -74,9 +78,10 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     /// An integer `0..=20`; kept as JSON to name the field in every error.
     pub top_logprobs: Option<Value>,
-    // Known, not implemented yet: rejected when used.
+    /// Checked in `api::tools`; backends that cannot call tools refuse them.
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
+    // Known, not implemented yet: rejected when used.
     pub functions: Option<Value>,
     pub function_call: Option<Value>,
     pub response_format: Option<Value>,
@@ -208,10 +213,47 @@ pub struct ChatChoice {
     pub finish_reason: &'static str,
 }
 
+/// `content` is `null` when the answer is only tool calls (as OpenAI sends it).
 #[derive(Clone, Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallOut>,
+}
+
+/// A complete tool call of a non-streamed answer.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ToolCallOut {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionOut,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FunctionOut {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One fragment of a streamed tool call: `id`, `type` and `function.name` on its first
+/// chunk only, `function.arguments` pieces after.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolCallChunk<'a> {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionChunk<'a>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FunctionChunk<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    pub arguments: &'a str,
 }
 
 /// One SSE chunk of a chat stream. `usage` is absent unless the client asked for
@@ -243,6 +285,8 @@ pub struct ChatDelta<'a> {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallChunk<'a>>>,
 }
 
 #[derive(Clone, Debug, Serialize)]

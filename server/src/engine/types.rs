@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 /// How to pick the next token. Validated by the API layer before it reaches the engine.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingParams {
     /// 0.0 means greedy (argmax).
     pub temperature: f32,
@@ -51,12 +51,17 @@ impl Default for SamplingParams {
 
 /// Why a sequence stopped, as the engine sees it. Stop *strings* are matched after
 /// detokenization (see `detokenizer`), which also reports `Stop`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// EOS token or a stop string.
     Stop,
     /// `max_tokens` reached, or the context is full.
     Length,
+    /// The model asked for tool calls (remote backends; the local engine does not yet).
+    ToolCalls,
+    /// A content filter or guardrail stopped the answer (remote backends).
+    ContentFilter,
 }
 
 impl FinishReason {
@@ -64,12 +69,14 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
         }
     }
 }
 
 /// Exact token counts of one choice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,

@@ -12,7 +12,9 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{Backend, BackendError, GenerateRequest, Generation, ModelCard, Prompt};
+use super::{
+    Backend, BackendError, GenerateRequest, Generation, ModelCard, Prompt, SERVED_BY_LOCAL,
+};
 use crate::engine::detokenizer::{IncrementalDetokenizer, StopMatcher};
 use crate::engine::kv::blocks_for;
 use crate::engine::{EngineHandle, GenerationRequest, SubmitError};
@@ -108,8 +110,33 @@ impl LocalBackend {
         }
     }
 
+    /// Tool calling needs a tool-call parser for the model's output format, which the
+    /// local engine does not have yet: refuse loudly rather than ignore the tools.
+    fn reject_tools(req: &GenerateRequest) -> Result<(), BackendError> {
+        if !req.tools.is_empty() && req.tool_choice != super::ToolChoice::None {
+            return Err(Self::invalid(
+                "Tool calling is not supported by the local engine yet; send `tools` to a \
+                 gateway with a Bedrock backend, or set tool_choice to \"none\"."
+                    .into(),
+                "tools",
+            ));
+        }
+        if let Prompt::Chat(messages) = &req.prompt {
+            if let Some(i) = messages.iter().position(|m| !m.tool_calls.is_empty()) {
+                return Err(Self::invalid(
+                    "Assistant tool calls in the conversation are not supported by the local \
+                     engine yet."
+                        .into(),
+                    &format!("messages[{i}].tool_calls"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Admits `n` samples of one request; they share the prompt's KV blocks.
     fn admit(&self, req: GenerateRequest, n: usize) -> Result<Vec<Generation>, BackendError> {
+        Self::reject_tools(&req)?;
         let cfg = self.engine.config();
         let (prompt, param) = self.tokenize(&req.prompt)?;
         let max_len = cfg.max_model_len;
@@ -196,6 +223,7 @@ impl LocalBackend {
                 Generation {
                     prompt_tokens,
                     events,
+                    served_by: SERVED_BY_LOCAL.to_owned(),
                 }
             })
             .collect())
