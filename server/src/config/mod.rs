@@ -32,6 +32,8 @@
 //! request_timeout_secs = 120       # default deadline (the x-inferd-deadline-ms header wins)
 //! ```
 
+pub mod gateway;
+mod gateway_raw;
 pub mod hub;
 mod raw;
 
@@ -73,12 +75,14 @@ impl Catalog {
 pub struct ModelSpec {
     /// The name clients send in `"model"`.
     pub id: String,
-    /// Where the weights come from.
-    pub source: ModelSource,
+    /// Where the weights come from (`inferd serve`); `None` for a gateway-only entry.
+    pub source: Option<ModelSource>,
     /// Dequantize quantized weights to f32 at load time.
     pub dequantize: bool,
     /// Engine sizing for this model.
     pub limits: EngineLimits,
+    /// `[[model.backend]]`: how `inferd gateway` serves it, in order of preference.
+    pub backends: Vec<gateway::BackendSpec>,
 }
 
 /// Where a model's files come from.
@@ -286,12 +290,17 @@ pub fn resolve(spec: &ModelSpec) -> Result<ResolvedModel, ConfigError> {
 /// [`resolve`] with explicit Hub settings.
 pub fn resolve_with(spec: &ModelSpec, hub: &HubSettings) -> Result<ResolvedModel, ConfigError> {
     match &spec.source {
-        ModelSource::Path(path) => resolve_local(&spec.id, path),
-        ModelSource::Hub {
+        Some(ModelSource::Path(path)) => resolve_local(&spec.id, path),
+        Some(ModelSource::Hub {
             repo,
             file,
             revision,
-        } => hub::resolve_hub(&spec.id, repo, file.as_deref(), revision, hub),
+        }) => hub::resolve_hub(&spec.id, repo, file.as_deref(), revision, hub),
+        None => Err(ConfigError::ModelFiles {
+            model: spec.id.clone(),
+            path: PathBuf::new(),
+            message: "has no `path` or `hf`: only `inferd gateway` can serve it".into(),
+        }),
     }
 }
 
@@ -384,7 +393,13 @@ impl fmt::Display for Catalog {
                 .kv_cache
                 .map_or("(engine default)".to_string(), |v| v.to_string());
             writeln!(f, "- {}", m.id)?;
-            writeln!(f, "    source: {}", m.source)?;
+            match &m.source {
+                Some(source) => writeln!(f, "    source: {source}")?,
+                None => writeln!(f, "    source: (none: gateway only)")?,
+            }
+            for (i, backend) in m.backends.iter().enumerate() {
+                writeln!(f, "    backend[{i}]: {backend:?}")?;
+            }
             writeln!(f, "    dequantize: {}", m.dequantize)?;
             writeln!(f, "    max_model_len: {len}")?;
             writeln!(f, "    kv_cache: {kv}")?;

@@ -48,6 +48,9 @@ pub(super) struct RawModel {
     max_waiting: Option<usize>,
     enable_prefix_caching: Option<bool>,
     request_timeout_secs: Option<u64>,
+    /// `[[model.backend]]`: how `inferd gateway` serves this model.
+    #[serde(default)]
+    backend: Vec<super::gateway_raw::RawBackend>,
 }
 
 /// A byte count written as an integer or as a string like `"512MiB"`.
@@ -176,14 +179,16 @@ pub(super) fn validate(
                 "`path` and `hf` are mutually exclusive: give a local path or a Hub repo, not both"
                     .into(),
             )),
-            (None, None) => {
+            (None, None) if raw.backend.is_empty() => {
                 return Err(fail(
                     "path",
                     "missing: give `path` (a .gguf file or a safetensors directory) or `hf` (a \
-                 Hugging Face Hub repo)"
+                 Hugging Face Hub repo) for `inferd serve`, or [[model.backend]] tables for \
+                 `inferd gateway`"
                         .into(),
                 ))
             }
+            (None, None) => None,
             (Some(p), None) => {
                 for (key, given) in [
                     ("file", raw.file.is_some()),
@@ -196,7 +201,7 @@ pub(super) fn validate(
                 if p.trim().is_empty() {
                     return Err(fail("path", "must not be empty".into()));
                 }
-                ModelSource::Path(base_dir.join(p))
+                Some(ModelSource::Path(base_dir.join(p)))
             }
             (None, Some(repo)) => {
                 check_repo(&repo).map_err(|m| fail("hf", m))?;
@@ -210,13 +215,19 @@ pub(super) fn validate(
                         format!("must be a branch, tag or commit without spaces, got {revision:?}"),
                     ));
                 }
-                ModelSource::Hub {
+                Some(ModelSource::Hub {
                     repo,
                     file: raw.file,
                     revision,
-                }
+                })
             }
         };
+    let mut backends = Vec::with_capacity(raw.backend.len());
+    for (i, entry) in raw.backend.into_iter().enumerate() {
+        let spec = super::gateway_raw::validate(entry)
+            .map_err(|(key, message)| fail(&format!("backend[{i}].{key}"), message))?;
+        backends.push(spec);
+    }
 
     let mut limits = EngineLimits::default();
     if let Some(v) = raw.max_model_len {
@@ -299,6 +310,7 @@ pub(super) fn validate(
         source,
         dequantize: raw.dequantize,
         limits,
+        backends,
     })
 }
 

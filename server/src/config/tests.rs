@@ -24,7 +24,7 @@ fn shipped_catalog_parses() {
     .join("../models.toml");
     let catalog = load_catalog(&path).expect("shipped models.toml is valid");
     let m = catalog.get("smollm2-135m-instruct").expect("smollm2 entry");
-    let ModelSource::Path(p) = &m.source else {
+    let Some(ModelSource::Path(p)) = &m.source else {
         panic!("expected a path source, got {:?}", m.source)
     };
     assert!(p.is_absolute(), "{}", p.display());
@@ -48,11 +48,17 @@ fn shipped_catalog_parses() {
 fn defaults_and_relative_paths() {
     let c = parse(&one("")).unwrap();
     let m = &c.models[0];
-    assert_eq!(m.source, ModelSource::Path("/srv/inferd/m.gguf".into()));
+    assert_eq!(
+        m.source,
+        Some(ModelSource::Path("/srv/inferd/m.gguf".into()))
+    );
     assert!(!m.dequantize);
     assert_eq!(m.limits, EngineLimits::default());
     let abs = parse("[[model]]\nid = \"a\"\npath = \"/abs/x\"\n").unwrap();
-    assert_eq!(abs.models[0].source, ModelSource::Path("/abs/x".into()));
+    assert_eq!(
+        abs.models[0].source,
+        Some(ModelSource::Path("/abs/x".into()))
+    );
 }
 
 #[test]
@@ -64,19 +70,19 @@ fn hub_sources() {
     .unwrap();
     assert_eq!(
         c.models[0].source,
-        ModelSource::Hub {
+        Some(ModelSource::Hub {
             repo: "org/a-GGUF".into(),
             file: Some("a.Q4_0.gguf".into()),
             revision: "main".into()
-        }
+        })
     );
     assert_eq!(
         c.models[1].source,
-        ModelSource::Hub {
+        Some(ModelSource::Hub {
             repo: "org/b".into(),
             file: None,
             revision: "v1.0".into()
-        }
+        })
     );
     assert!(err("[[model]]\nid = \"a\"\nhf = \"a/b/c\"\n").contains("`hf`"));
     assert!(err("[[model]]\nid = \"a\"\nhf = \"o/r\"\nfile = \"x.bin\"\n").contains(".gguf"));
