@@ -20,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Load the models of models.toml and serve the OpenAI API.
     Serve(ServeArgs),
+    /// Serve the OpenAI API by routing each model to its [[model.backend]] list: ready
+    /// `inferd serve` replicas first, holding or falling back to AWS Bedrock when none is.
+    Gateway(ServeArgs),
     /// Validate a models.toml and print the resolved catalog (no download).
     CheckConfig {
         /// The model catalog.
@@ -28,7 +31,7 @@ pub enum Command {
     },
 }
 
-/// Options of `inferd serve`.
+/// Options of `inferd serve` and `inferd gateway`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// The model catalog.

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod model;
 pub mod serve;
 pub mod telemetry;

@@ -14,14 +14,17 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(inferd::serve::serve(args))
         }
+        Command::Gateway(args) => {
+            inferd::telemetry::init(args.log_format);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("inferd-gateway")
+                .build()?;
+            rt.block_on(inferd::gateway::gateway(args))
+        }
         Command::CheckConfig { models } => {
             let catalog = inferd::config::load_catalog(&models)?;
-            for m in &catalog.models {
-                println!(
-                    "{}: {:?} (dequantize = {}) {:?}",
-                    m.id, m.source, m.dequantize, m.limits
-                );
-            }
+            print!("{catalog}");
             println!("{}: ok ({} models)", models.display(), catalog.models.len());
             Ok(())
         }

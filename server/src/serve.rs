@@ -141,6 +141,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     for spec in &catalog.models {
+        if spec.source.is_none() {
+            bail!(
+                "{}: model {:?} has no `path` or `hf`: `inferd serve` cannot load it (its \
+                 [[model.backend]] tables are for `inferd gateway`)",
+                catalog.source_path.display(),
+                spec.id
+            );
+        }
         let spec = spec.clone();
         let dev = device.clone();
         let m = metrics.clone();
@@ -150,6 +158,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             backends.insert(card.id.clone(), backend.clone());
         }
     }
+    run_api(&args, backends, metrics).await
+}
+
+/// Serves the API over `backends` until a shutdown signal, then drains: readiness off,
+/// new generations refused (503) while in-flight ones finish, up to the drain deadline.
+/// Shared by both roles.
+pub async fn run_api(
+    args: &ServeArgs,
+    backends: BTreeMap<String, Arc<dyn Backend>>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
     let backends = Arc::new(backends);
     let state = AppState {
@@ -167,6 +186,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving");
     let drain = Duration::from_secs(args.drain_timeout_secs);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Tokens go out as small writes: don't let Nagle hold them back.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|s| *s).await;

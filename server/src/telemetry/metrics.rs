@@ -143,6 +143,7 @@ pub struct Metrics {
     prompt_hist: HistogramFamily,
     generation_hist: HistogramFamily,
     backend_requests: Family<BackendLabels, Counter>,
+    gateway: super::gateway_metrics::GatewayMetrics,
     /// `model()` hands out the same handles for the same name.
     models: Mutex<HashMap<String, ModelMetrics>>,
 }
@@ -251,6 +252,7 @@ impl Metrics {
                 BACKEND_REQUESTS,
                 "Requests served, by backend kind (local, replica, bedrock)"
             ),
+            gateway: super::gateway_metrics::GatewayMetrics::register(&mut registry),
             models: Mutex::new(HashMap::new()),
             registry,
         };
@@ -312,6 +314,11 @@ impl Metrics {
         };
         models.insert(model.to_owned(), m.clone());
         m
+    }
+
+    /// The gateway's families (demand, held, fallbacks, replicas, dropped params).
+    pub fn gateway(&self) -> &super::gateway_metrics::GatewayMetrics {
+        &self.gateway
     }
 
     /// Count a request served by a backend kind (`local`, `replica`, `bedrock`).

@@ -12,6 +12,7 @@
 //!
 //! `log`-crate records (e.g. from `hf-hub`, `ureq`) are forwarded too.
 
+pub mod gateway_metrics;
 pub mod metrics;
 
 use std::io::IsTerminal;
@@ -30,11 +31,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// Crates whose debug and trace output carries secrets: SigV4's canonical requests and
+/// signing keys, and the AWS runtime's request dumps with the `Authorization` header.
+/// They are capped at `info` whatever `RUST_LOG` says, so no setting leaks a credential.
+const SECRET_BEARING_TARGETS: [&str; 3] = ["aws_sigv4", "aws_smithy_runtime", "aws_config"];
+
 /// The filter from `RUST_LOG`, defaulting to `info`; invalid directives are skipped.
+/// [`SECRET_BEARING_TARGETS`] never log below `info`.
 pub fn env_filter() -> EnvFilter {
-    EnvFilter::builder()
+    filter_from(&std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default())
+}
+
+/// [`env_filter`] for the given directives.
+fn filter_from(directives: &str) -> EnvFilter {
+    let mut filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
-        .from_env_lossy()
+        .parse_lossy(directives);
+    for target in SECRET_BEARING_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 /// A subscriber writing `format` lines to `writer`, filtered by `filter`.
@@ -111,6 +129,26 @@ mod tests {
         });
         let out = buf.0.lock().unwrap().clone();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn no_log_setting_reveals_what_sigv4_traces() {
+        for directives in [
+            "trace",
+            "inferd=debug,aws_sigv4=trace,aws_smithy_runtime=trace",
+            "",
+        ] {
+            let buf = Buf::default();
+            let sub = subscriber(LogFormat::Text, filter_from(directives), buf.clone(), false);
+            tracing::subscriber::with_default(sub, || {
+                tracing::trace!(target: "aws_sigv4::http_request::sign", "signing key 0xSECRET");
+                tracing::debug!(target: "aws_smithy_runtime::client", "authorization: AWS4 SECRET");
+                tracing::info!(target: "inferd::gateway", "kept");
+            });
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("SECRET"), "{directives:?}: {out}");
+            assert!(out.contains("kept"), "{directives:?}: {out}");
+        }
     }
 
     #[test]
