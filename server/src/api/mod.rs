@@ -25,7 +25,7 @@ mod models;
 mod sampling;
 mod stream;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod tools;
 
 use std::collections::BTreeMap;

@@ -208,6 +208,19 @@ pub struct Generation {
     pub served_by: String,
 }
 
+/// The one generation of an `n = 1` admission (for backends whose `generate` is their
+/// `generate_n` with one sample).
+pub fn only_generation(mut generations: Vec<Generation>) -> Result<Generation, BackendError> {
+    match generations.len() {
+        1 => generations
+            .pop()
+            .ok_or_else(|| BackendError::Internal("no generation admitted".into())),
+        k => Err(BackendError::Internal(format!(
+            "the backend admitted {k} generations for n = 1"
+        ))),
+    }
+}
+
 /// The backend kinds `Generation::served_by` starts with.
 pub const SERVED_BY_LOCAL: &str = "local";
 pub const SERVED_BY_BEDROCK: &str = "bedrock";

@@ -196,12 +196,7 @@ impl Backend for PolicyBackend {
         &self,
         request: GenerateRequest,
     ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(async move {
-            let mut generations = self.generate_n(request, 1).await?;
-            generations
-                .pop()
-                .ok_or_else(|| BackendError::Internal("no generation admitted".into()))
-        })
+        Box::pin(async move { super::only_generation(self.generate_n(request, 1).await?) })
     }
 
     fn generate_n(
@@ -253,3 +248,7 @@ impl Backend for PolicyBackend {
             .min()
     }
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -34,6 +34,8 @@
 
 pub mod gateway;
 mod gateway_raw;
+#[cfg(test)]
+mod gateway_tests;
 pub mod hub;
 mod raw;
 

@@ -239,11 +239,7 @@ impl Backend for LocalBackend {
         &self,
         request: GenerateRequest,
     ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(async move {
-            let mut gens = self.admit(request, 1)?;
-            gens.pop()
-                .ok_or_else(|| BackendError::Internal("no generation admitted".into()))
-        })
+        Box::pin(async move { super::only_generation(self.admit(request, 1)?) })
     }
 
     fn generate_n(

@@ -142,11 +142,7 @@ impl Backend for UpstreamBackend {
         &self,
         request: GenerateRequest,
     ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(async move {
-            self.admit(request, 1).await?.pop().ok_or_else(|| {
-                BackendError::Internal("a replica admitted no generation for n = 1".into())
-            })
-        })
+        Box::pin(async move { super::only_generation(self.admit(request, 1).await?) })
     }
 
     /// One upstream call for all `n` samples, so the replica shares the prompt's KV.
