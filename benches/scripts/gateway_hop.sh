@@ -15,6 +15,15 @@ engine_port=$("$bin/inferd-bench" free-port)
 gateway_port=$("$bin/inferd-bench" free-port)
 model=$(sed -n 's/^id = "\(.*\)"/\1/p' "$models_toml" | head -1)
 
+# Both targets end at the same engine and send the same prompts: with prefix caching on,
+# whichever goes second would find its prompt cached. Turn it off so the only difference
+# between the two is the hop. Relative paths are made absolute for the copied catalog.
+models_dir=$(cd "$(dirname "$models_toml")" && pwd)
+sed -e "s|^path = \"\([^/]\)|path = \"$models_dir/\1|" \
+    -e '/^enable_prefix_caching/d' \
+    -e 's/^\[\[model\]\]$/[[model]]\nenable_prefix_caching = false/' \
+    "$models_toml" >"$out/engine.toml"
+
 cat >"$out/gateway.toml" <<TOML
 [[model]]
 id = "$model"
@@ -25,7 +34,7 @@ urls = ["127.0.0.1:$engine_port"]
 when_none_ready = "hold"
 TOML
 
-"$bin/inferd" serve --models "$models_toml" --host 127.0.0.1 --port "$engine_port" >"$out/engine.log" 2>&1 &
+"$bin/inferd" serve --models "$out/engine.toml" --host 127.0.0.1 --port "$engine_port" >"$out/engine.log" 2>&1 &
 engine=$!
 "$bin/inferd" gateway --models "$out/gateway.toml" --host 127.0.0.1 --port "$gateway_port" >"$out/gateway.log" 2>&1 &
 gateway=$!
