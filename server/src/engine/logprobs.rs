@@ -19,11 +19,16 @@ pub fn log_sum_exp(logits: &[f32]) -> Option<f32> {
     Some(max + sum.ln() as f32)
 }
 
-/// The logprob of token `t` given the row's log-sum-exp.
+/// The floor of reported logprobs (vLLM's): a token the model rules out (a `-inf` or NaN
+/// logit) reports this instead of `-inf`, which JSON cannot carry (serde_json would write
+/// `null`, which neither OpenAI clients nor the gateway's wire protocol read as a number).
+pub const LOGPROB_FLOOR: f32 = -9999.0;
+
+/// The logprob of token `t` given the row's log-sum-exp, never below [`LOGPROB_FLOOR`].
 pub fn logprob(logits: &[f32], lse: f32, t: u32) -> f32 {
     match logits.get(t as usize) {
-        Some(&v) if !v.is_nan() => v - lse,
-        _ => f32::NEG_INFINITY,
+        Some(&v) if !v.is_nan() => (v - lse).max(LOGPROB_FLOOR),
+        _ => LOGPROB_FLOOR,
     }
 }
 
@@ -63,7 +68,13 @@ mod tests {
         let lse = log_sum_exp(&logits).unwrap();
         let total: f32 = (0..4).map(|t| logprob(&logits, lse, t).exp()).sum();
         assert!((total - 1.0).abs() < 1e-6);
-        assert_eq!(logprob(&logits, lse, 4), f32::NEG_INFINITY);
+        assert_eq!(logprob(&logits, lse, 4), LOGPROB_FLOOR);
+        let ruled_out = [0.0f32, f32::NEG_INFINITY];
+        let lse = log_sum_exp(&ruled_out).unwrap();
+        assert_eq!(logprob(&ruled_out, lse, 1), LOGPROB_FLOOR);
+        assert!(serde_json::to_string(&logprob(&ruled_out, lse, 1))
+            .unwrap()
+            .starts_with("-9999"));
         let top = top_k(&logits, lse, 3);
         let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
         assert_eq!(ids, vec![1, 3, 2]);
