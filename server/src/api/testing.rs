@@ -207,16 +207,6 @@ impl Backend for ScriptedBackend {
         }]
     }
 
-    fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        let script = self.script.lock().unwrap().clone();
-        self.requests.lock().unwrap().push((request.clone(), 1));
-        let result = self.start(script, &request, 0, 1);
-        Box::pin(async move { result })
-    }
-
     /// One call for all samples, as the local backend does (they share the prompt).
     fn generate_n(
         &self,

@@ -192,13 +192,6 @@ impl Backend for PolicyBackend {
         vec![self.card.clone()]
     }
 
-    fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(async move { super::only_generation(self.generate_n(request, 1).await?) })
-    }
-
     fn generate_n(
         &self,
         request: GenerateRequest,

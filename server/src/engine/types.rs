@@ -1,9 +1,11 @@
-//! The engine's own vocabulary. No wire (OpenAI) types here: the API layer maps to these.
+//! The engine's own vocabulary. No wire or protocol types here: `backend::local` maps the
+//! backend protocol to these, so the engine can change without changing what gateways and
+//! replicas say to each other.
 
 use std::time::Instant;
 
-/// How to pick the next token. Validated by the API layer before it reaches the engine.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// How to pick the next token. Validated before it reaches the engine.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
     /// 0.0 means greedy (argmax).
     pub temperature: f32,
@@ -50,38 +52,23 @@ impl Default for SamplingParams {
 }
 
 /// Why a sequence stopped, as the engine sees it. Stop *strings* are matched after
-/// detokenization (see `detokenizer`), which also reports `Stop`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// detokenization, on the backend's output side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
-    /// EOS token or a stop string.
+    /// An end-of-sequence token.
     Stop,
     /// `max_tokens` reached, or the context is full.
     Length,
-    /// The model asked for tool calls (remote backends; the local engine does not yet).
-    ToolCalls,
-    /// A content filter or guardrail stopped the answer (remote backends).
-    ContentFilter,
 }
 
 impl FinishReason {
+    /// The label of `inferd:request_success_total` (vLLM's finished_reason).
     pub fn as_str(self) -> &'static str {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
-            FinishReason::ToolCalls => "tool_calls",
-            FinishReason::ContentFilter => "content_filter",
         }
     }
-}
-
-/// Exact token counts of one choice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    /// Prompt tokens whose KV came from the prefix cache.
-    pub cached_tokens: usize,
 }
 
 /// A sampled token with, when asked for, its log-probability and the top alternatives

@@ -320,13 +320,6 @@ impl Backend for BedrockBackend {
         }]
     }
 
-    fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(self.admit(request))
-    }
-
     /// Bedrock has no `n`: with `Reject` it is a 400; with `Drop` the `n` samples are `n`
     /// independent calls (all honoured, at `n` times the cost).
     fn generate_n(

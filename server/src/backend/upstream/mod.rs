@@ -138,13 +138,6 @@ impl Backend for UpstreamBackend {
         vec![self.card.clone()]
     }
 
-    fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(async move { super::only_generation(self.admit(request, 1).await?) })
-    }
-
     /// One upstream call for all `n` samples, so the replica shares the prompt's KV.
     fn generate_n(
         &self,
