@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use inferd::engine::detokenizer::{IncrementalDetokenizer, StopMatcher, StopOutcome};
+use inferd::backend::local::detokenizer::IncrementalDetokenizer;
+use inferd::backend::local::stop::{StopMatcher, StopOutcome};
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::Tokenizer;
@@ -32,7 +33,7 @@ fn tokenizer() -> (Arc<Tokenizer>, &'static str) {
         let content =
             candle_core::quantized::gguf_file::Content::read(&mut f).expect("GGUF header");
         let tok = inferd::model::tokenizer::from_gguf(&content).expect("SmolLM2 tokenizer");
-        return (Arc::new(tok.tokenizer), "smollm2");
+        return (tok.tokenizer, "smollm2");
     }
     let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
     alphabet.sort_unstable();

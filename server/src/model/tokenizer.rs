@@ -82,8 +82,9 @@ fn tk_err(e: tokenizers::Error) -> TokenizerError {
 
 /// A model's tokenizer plus the special tokens the server needs to know about.
 pub struct ModelTokenizer {
-    /// The underlying Hugging Face tokenizer (no post-processor: BOS is handled by `encode`).
-    pub tokenizer: Tokenizer,
+    /// The underlying Hugging Face tokenizer (no post-processor: BOS is handled by `encode`),
+    /// shared by everything that decodes this model's tokens.
+    pub tokenizer: std::sync::Arc<Tokenizer>,
     /// Text of the beginning-of-sequence token, for chat templates.
     pub bos_token: Option<String>,
     /// Text of the end-of-sequence token, for chat templates.
@@ -295,7 +296,7 @@ pub fn from_gguf(content: &Content) -> Result<ModelTokenizer, TokenizerError> {
         None => false,
     };
     Ok(ModelTokenizer {
-        tokenizer,
+        tokenizer: std::sync::Arc::new(tokenizer),
         bos_token_id: bos.as_ref().map(|(id, _)| *id),
         bos_token: bos.map(|(_, text)| text),
         eos_token: eos.map(|(_, text)| text),
@@ -389,7 +390,7 @@ pub fn from_tokenizer_json(dir: &Path) -> Result<ModelTokenizer, TokenizerError>
         }
     };
     Ok(ModelTokenizer {
-        tokenizer,
+        tokenizer: std::sync::Arc::new(tokenizer),
         bos_token,
         eos_token,
         bos_token_id,

@@ -2,25 +2,30 @@
 //! way in; incremental detokenization, stop strings and logprobs on the way out (in the
 //! request's own task, off the engine thread).
 
+pub mod detokenizer;
 mod output;
+#[cfg(test)]
+mod output_tests;
+pub mod stop;
 mod token_text;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use futures::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
+use super::SamplingParams;
 use super::{
     Backend, BackendError, GenerateRequest, Generation, ModelCard, Prompt, SERVED_BY_LOCAL,
 };
-use crate::engine::detokenizer::{IncrementalDetokenizer, StopMatcher};
 use crate::engine::kv::blocks_for;
-use crate::engine::{EngineHandle, GenerationRequest, SubmitError};
+use crate::engine::{self, EngineHandle, GenerationRequest, SubmitError};
 use crate::model::chat_template::{ChatTemplate, TemplateError};
 use crate::model::tokenizer::ModelTokenizer;
+use detokenizer::IncrementalDetokenizer;
 use output::Output;
+use stop::StopMatcher;
 use token_text::TokenText;
 
 /// Serves one model from the in-process engine.
@@ -28,7 +33,7 @@ pub struct LocalBackend {
     card: ModelCard,
     engine: EngineHandle,
     tokenizer: Arc<ModelTokenizer>,
-    detok_tokenizer: Arc<tokenizers::Tokenizer>,
+    /// Token text and bytes for logprobs (over the same tokenizer).
     token_text: Arc<TokenText>,
     template: Option<Arc<ChatTemplate>>,
     /// Deadline of requests that bring none.
@@ -42,13 +47,11 @@ impl LocalBackend {
         tokenizer: ModelTokenizer,
         template: Option<ChatTemplate>,
     ) -> Self {
-        let detok_tokenizer = Arc::new(tokenizer.tokenizer.clone());
         Self {
             card,
             engine,
+            token_text: Arc::new(TokenText::new(tokenizer.tokenizer.clone())),
             tokenizer: Arc::new(tokenizer),
-            token_text: Arc::new(TokenText::new(detok_tokenizer.clone())),
-            detok_tokenizer,
             template: template.map(Arc::new),
             default_deadline: None,
         }
@@ -153,7 +156,7 @@ impl LocalBackend {
             ));
         }
         let room = max_len - prompt.len();
-        let mut sampling = req.sampling.clone();
+        let mut sampling = engine_sampling(&req.sampling);
         if req.max_tokens_explicit && sampling.max_tokens > room {
             return Err(Self::invalid(
                 format!(
@@ -166,8 +169,8 @@ impl LocalBackend {
             ));
         }
         sampling.max_tokens = sampling.max_tokens.min(room);
-        let pool_tokens = cfg.num_blocks * cfg.block_size;
-        if blocks_for(prompt.len() + sampling.max_tokens, cfg.block_size) > cfg.num_blocks {
+        let pool_tokens = cfg.num_blocks() * cfg.block_size();
+        if blocks_for(prompt.len() + sampling.max_tokens, cfg.block_size()) > cfg.num_blocks() {
             return Err(Self::invalid(
                 format!(
                     "The request needs up to {} tokens of KV cache but the cache holds {pool_tokens}; reduce max_tokens or the prompt.",
@@ -200,29 +203,16 @@ impl LocalBackend {
         Ok(receivers
             .into_iter()
             .map(|rx| {
-                let out = Output {
+                let out = Output::new(
                     rx,
-                    detok: IncrementalDetokenizer::new(self.detok_tokenizer.clone(), true),
-                    stop: StopMatcher::new(req.stop.clone()),
-                    token_text: logprobs.then(|| self.token_text.clone()),
+                    IncrementalDetokenizer::new(self.tokenizer.tokenizer.clone(), true),
+                    StopMatcher::new(req.stop.clone()),
+                    logprobs.then(|| self.token_text.clone()),
                     prompt_tokens,
-                    received: 0,
-                    cached_tokens: 0,
-                    done: false,
-                    pending_logprobs: Vec::new(),
-                };
-                let events = stream::unfold(out, |mut out| async move {
-                    if out.done {
-                        return None;
-                    }
-                    let batch = out.next_events().await;
-                    Some((stream::iter(batch), out))
-                })
-                .flatten()
-                .boxed();
+                );
                 Generation {
                     prompt_tokens,
-                    events,
+                    events: out.into_stream(),
                     served_by: SERVED_BY_LOCAL.to_owned(),
                 }
             })
@@ -233,13 +223,6 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     fn models(&self) -> Vec<ModelCard> {
         vec![self.card.clone()]
-    }
-
-    fn generate(
-        &self,
-        request: GenerateRequest,
-    ) -> BoxFuture<'_, Result<Generation, BackendError>> {
-        Box::pin(async move { super::only_generation(self.admit(request, 1)?) })
     }
 
     fn generate_n(
@@ -256,5 +239,22 @@ impl Backend for LocalBackend {
 
     fn in_flight(&self) -> usize {
         self.engine.in_flight()
+    }
+}
+
+/// The engine's sampling parameters for a request's (validated) protocol ones.
+fn engine_sampling(p: &SamplingParams) -> engine::SamplingParams {
+    engine::SamplingParams {
+        temperature: p.temperature,
+        top_k: p.top_k,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        seed: p.seed,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        repetition_penalty: p.repetition_penalty,
+        max_tokens: p.max_tokens,
+        ignore_eos: p.ignore_eos,
+        logprobs: p.logprobs,
     }
 }
