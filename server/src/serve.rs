@@ -14,56 +14,11 @@ use crate::api::{self, AppState};
 use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, ModelCard};
 use crate::cli::ServeArgs;
-use crate::config::{self, KvCacheSize, ModelSpec, ResolvedModel};
-use crate::engine::{self, EngineConfig};
+use crate::config::{self, ModelSpec, ResolvedModel};
+use crate::engine::{self, EngineConfig, ModelFacts};
 use crate::model::loader::{self, LoadOptions};
-use crate::model::{CausalLm, KvCache, ModelShape};
+use crate::model::{CausalLm, KvCache};
 use crate::telemetry::metrics::Metrics;
-
-/// Default KV cache when `models.toml` sets none: 1 GiB, and never less than one full context.
-const DEFAULT_KV_BYTES: u64 = 1 << 30;
-
-/// Works out the engine limits from the catalog entry and the loaded model.
-pub fn engine_config(
-    spec: &ModelSpec,
-    shape: &ModelShape,
-    eos_token_ids: Vec<u32>,
-) -> anyhow::Result<EngineConfig> {
-    let l = &spec.limits;
-    let max_model_len = l.max_model_len.unwrap_or(shape.max_position_embeddings);
-    if max_model_len > shape.max_position_embeddings {
-        bail!(
-            "model {:?}: max_model_len = {max_model_len} exceeds the model's {} positions",
-            spec.id,
-            shape.max_position_embeddings
-        );
-    }
-    let bs = l.block_size;
-    let per_token = shape.kv_bytes_per_token() as u64;
-    let tokens = match l.kv_cache {
-        Some(KvCacheSize::Tokens(t)) => t,
-        Some(KvCacheSize::Bytes(b)) => (b / per_token) as usize,
-        None => ((DEFAULT_KV_BYTES / per_token) as usize).max(max_model_len),
-    };
-    let num_blocks = tokens / bs;
-    if num_blocks * bs < max_model_len {
-        bail!(
-            "model {:?}: the KV cache holds {} tokens, fewer than max_model_len = {max_model_len}; raise kv_cache_tokens/kv_cache_bytes",
-            spec.id,
-            num_blocks * bs
-        );
-    }
-    Ok(EngineConfig {
-        max_num_seqs: l.max_num_seqs,
-        max_num_batched_tokens: l.max_num_batched_tokens,
-        block_size: bs,
-        num_blocks,
-        max_model_len,
-        max_waiting: l.max_waiting,
-        eos_token_ids,
-        enable_prefix_caching: l.enable_prefix_caching,
-    })
-}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -88,15 +43,21 @@ pub fn start_model(
     let loaded =
         loader::load(&path, &opts).with_context(|| format!("loading model {:?}", spec.id))?;
     let shape = loaded.model.shape().clone();
-    let cfg = engine_config(spec, &shape, loaded.tokenizer.eos_token_ids.clone())?;
-    let cache = KvCache::new(&shape, cfg.num_blocks, cfg.block_size, device)?;
+    let facts = ModelFacts {
+        max_position_embeddings: shape.max_position_embeddings,
+        kv_bytes_per_token: shape.kv_bytes_per_token(),
+        eos_token_ids: loaded.tokenizer.eos_token_ids.clone(),
+    };
+    let cfg = EngineConfig::resolve(&spec.limits, facts)
+        .with_context(|| format!("model {:?}", spec.id))?;
+    let cache = KvCache::new(&shape, cfg.num_blocks(), cfg.block_size(), device)?;
     tracing::info!(
         model = %spec.id,
         path = %path.display(),
         layers = shape.num_layers,
         vocab = shape.vocab_size,
         max_model_len = cfg.max_model_len,
-        kv_tokens = cfg.num_blocks * cfg.block_size,
+        kv_tokens = cfg.num_blocks() * cfg.block_size(),
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );

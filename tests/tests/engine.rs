@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use candle_core::Device;
+use inferd::engine::scheduler::SchedulerConfig;
 use inferd::engine::{self, EngineConfig, GenerationRequest, SamplingParams, TokenEvent};
 use inferd::model::{CausalLm, KvCache};
 use inferd_tests::oracle::load_ours;
@@ -44,19 +45,21 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
         .encode("Count slowly from one to one hundred:")
         .unwrap();
     let cfg = EngineConfig {
-        max_num_seqs: 8,
-        max_num_batched_tokens: 512,
-        block_size: 16,
-        num_blocks: 64,
+        scheduler: SchedulerConfig {
+            max_num_seqs: 8,
+            max_num_batched_tokens: 512,
+            block_size: 16,
+            num_blocks: 64,
+            enable_prefix_caching: true,
+        },
         max_model_len: 512,
         max_waiting: 8,
         eos_token_ids: eos,
-        enable_prefix_caching: true,
     };
     let cache = KvCache::new(
         loaded.model.shape(),
-        cfg.num_blocks,
-        cfg.block_size,
+        cfg.num_blocks(),
+        cfg.block_size(),
         &Device::Cpu,
     )
     .unwrap();

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::logprobs::{log_sum_exp, logprob, top_k};
 use super::sampler::Sampler;
-use super::scheduler::{Scheduler, SchedulerConfig, SeqId, StepPlan};
+use super::scheduler::{Scheduler, SeqId, StepPlan};
 use super::types::{EngineError, SampledToken};
 use super::{EngineConfig, EngineStats, FinishReason, GenerationRequest, TokenEvent};
 use crate::model::{CausalLm, ForwardBatch, KvCache};
@@ -60,14 +60,8 @@ impl EngineCore {
         stats: Arc<EngineStats>,
         metrics: ModelMetrics,
     ) -> Self {
-        let sched = Scheduler::new(SchedulerConfig {
-            max_num_seqs: cfg.max_num_seqs,
-            max_num_batched_tokens: cfg.max_num_batched_tokens,
-            block_size: cfg.block_size,
-            num_blocks: cfg.num_blocks,
-            enable_prefix_caching: cfg.enable_prefix_caching,
-        });
-        metrics.set_cache_config(cfg.block_size, cfg.num_blocks);
+        let sched = Scheduler::new(cfg.scheduler.clone());
+        metrics.set_cache_config(cfg.block_size(), cfg.num_blocks());
         Self {
             model,
             cache,
@@ -86,9 +80,9 @@ impl EngineCore {
 
     pub(super) fn run(mut self) {
         tracing::info!(
-            num_blocks = self.cfg.num_blocks,
-            block_size = self.cfg.block_size,
-            max_num_seqs = self.cfg.max_num_seqs,
+            num_blocks = self.cfg.num_blocks(),
+            block_size = self.cfg.block_size(),
+            max_num_seqs = self.cfg.scheduler.max_num_seqs,
             "engine started"
         );
         loop {
@@ -98,19 +92,30 @@ impl EngineCore {
                     Err(_) => break,
                 }
             }
-            while let Ok(req) = self.rx.try_recv() {
-                self.add(req);
-            }
-            self.reap();
-            if self.sched.has_work() {
-                self.step();
-            }
-            self.publish_stats();
+            self.intake();
+            self.tick();
         }
         self.stats
             .alive
             .store(false, std::sync::atomic::Ordering::Release);
         tracing::info!("engine stopped");
+    }
+
+    /// Takes every request that has arrived, without blocking.
+    fn intake(&mut self) {
+        while let Ok(req) = self.rx.try_recv() {
+            self.add(req);
+        }
+    }
+
+    /// One turn of the loop: drop the gone and the late, run a step if there is work,
+    /// publish the gauges.
+    fn tick(&mut self) {
+        self.reap();
+        if self.sched.has_work() {
+            self.step();
+        }
+        self.publish_stats();
     }
 
     fn add(&mut self, req: GenerationRequest) {
@@ -220,7 +225,6 @@ impl EngineCore {
             }
         };
         self.sched.complete_step(&plan);
-        self.stats.steps.fetch_add(1, Ordering::Relaxed);
         for (r, s) in plan.scheduled.iter().filter(|s| s.sample).enumerate() {
             let Some(a) = self.active.get_mut(&s.id) else {
                 continue;
@@ -261,7 +265,7 @@ impl EngineCore {
                 &seq.tokens[s.start..s.start + s.len],
                 s.start,
                 self.sched.blocks(s.id),
-                self.cfg.block_size,
+                self.cfg.block_size(),
                 s.sample,
             );
         }
@@ -313,14 +317,9 @@ impl EngineCore {
         let running = self.sched.num_running();
         let waiting = self.sched.num_waiting();
         let usage = self.sched.kv_usage();
-        self.stats.running.store(running, Ordering::Relaxed);
         self.stats
             .active
             .store(self.active.len(), Ordering::Release);
-        self.stats.waiting.store(waiting, Ordering::Relaxed);
-        self.stats
-            .kv_usage_ppm
-            .store((usage * 1e6) as usize, Ordering::Relaxed);
         self.metrics.set_running(running);
         self.metrics.set_waiting(waiting);
         self.metrics.set_kv_usage(usage);
@@ -335,3 +334,7 @@ impl EngineCore {
         self.published_prefix = (ps.queries, ps.hits);
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -3,8 +3,8 @@
 //! own bounded sender for `TokenEvent`s. A dropped receiver is seen at the next step and the
 //! sequence's blocks are freed.
 
+mod config;
 mod core;
-pub mod detokenizer;
 pub mod kv;
 pub mod logprobs;
 pub mod sampler;
@@ -17,24 +17,10 @@ use std::sync::Arc;
 
 use crate::model::{CausalLm, KvCache};
 use crate::telemetry::metrics::ModelMetrics;
+pub use config::{EngineConfig, ModelFacts, SizingError, DEFAULT_KV_BYTES};
 pub use types::{
-    EngineError, FinishReason, GenerationRequest, SampledToken, SamplingParams, TokenEvent, Usage,
+    EngineError, FinishReason, GenerationRequest, SampledToken, SamplingParams, TokenEvent,
 };
-
-/// Limits the engine runs under (resolved from `models.toml` and the model itself).
-#[derive(Clone, Debug, PartialEq)]
-pub struct EngineConfig {
-    pub max_num_seqs: usize,
-    pub max_num_batched_tokens: usize,
-    pub block_size: usize,
-    pub num_blocks: usize,
-    pub max_model_len: usize,
-    /// Requests admitted but not yet running; beyond it `submit` reports `Overloaded`.
-    pub max_waiting: usize,
-    pub eos_token_ids: Vec<u32>,
-    /// Share the KV blocks of identical prompt prefixes between requests.
-    pub enable_prefix_caching: bool,
-}
 
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,16 +31,13 @@ pub enum SubmitError {
     Stopped,
 }
 
-/// Live counters the engine thread publishes (read by `/ready` and, later, `/metrics`).
+/// What the engine thread publishes to request tasks (drain and `/ready`); everything
+/// else it reports goes to Prometheus (`ModelMetrics`).
 #[derive(Debug, Default)]
 pub struct EngineStats {
-    pub running: AtomicUsize,
-    pub waiting: AtomicUsize,
-    /// KV cache usage in parts per million.
-    pub kv_usage_ppm: AtomicUsize,
-    pub steps: AtomicUsize,
     /// Sequences the engine thread holds (waiting or running).
     pub active: AtomicUsize,
+    /// False once the engine thread has stopped.
     pub alive: AtomicBool,
 }
 
