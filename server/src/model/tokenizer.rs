@@ -2,7 +2,7 @@
 //! Hugging Face `tokenizer.json` directory.
 //!
 //! The GGUF path builds a byte-level BPE [`tokenizers::Tokenizer`] itself rather than using
-//! candle's GGUF helper, which adds a prefix space to SmolLM2 (ARCHITECTURE.md §8). The
+//! candle's GGUF helper, which adds a prefix space to SmolLM2 (docs/architecture.md §8). The
 //! pre-tokenizer is chosen from `tokenizer.ggml.pre` using the regexes llama.cpp uses for the
 //! same names; an unknown name is an error, never a guess.
 

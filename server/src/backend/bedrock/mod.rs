@@ -1,5 +1,5 @@
-//! AWS Bedrock as a `Backend` of the gateway, through the Converse API (ARCHITECTURE.md
-//! §6): `stream: false` → `Converse`, `stream: true` → `ConverseStream`.
+//! AWS Bedrock as a `Backend` of the gateway, through the Converse API (docs/architecture.md
+//! §7): `stream: false` → `Converse`, `stream: true` → `ConverseStream`.
 //!
 //! Admission (the future `generate` returns) completes only once Bedrock has answered
 //! (Converse: the whole answer; ConverseStream: the initial response), so every error

@@ -1,5 +1,5 @@
 //! OpenAI-neutral `GenerateRequest` → the parts of a Converse / ConverseStream call
-//! (ARCHITECTURE.md §6). Pure: no I/O, no logging, so every rule is unit-tested.
+//! (docs/architecture.md §7). Pure: no I/O, no logging, so every rule is unit-tested.
 //!
 //! Choices made where Bedrock and OpenAI differ:
 //! - A `tool` message becomes a `toolResult` block whose content is one `text` block with
