@@ -77,8 +77,11 @@ impl Case {
     }
 }
 
-/// `(text, number of logprobs)` of each delta, and the finish (reason, usage) if any.
-fn summary(items: &[Item]) -> (Vec<(String, usize)>, Option<(FinishReason, Usage)>) {
+/// `(text, number of logprobs)` of a delta.
+type DeltaSummary = (String, usize);
+
+/// Each delta's summary, and the finish (reason, usage) if any.
+fn summary(items: &[Item]) -> (Vec<DeltaSummary>, Option<(FinishReason, Usage)>) {
     let mut deltas = Vec::new();
     let mut finish = None;
     for item in items {
