@@ -438,31 +438,6 @@ pub fn sse_data(body: &str) -> Vec<String> {
 
 pub mod fake_bedrock;
 pub mod oracle;
+mod requests;
 
-/// `body` with `extra`'s fields added (or replaced).
-pub fn with(mut body: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
-/// A one-message chat request for the server's model, plus `extra` fields.
-pub fn chat_body(server: &Server, content: &str, extra: serde_json::Value) -> serde_json::Value {
-    with(
-        serde_json::json!({"model": server.model, "messages": [{"role": "user", "content": content}]}),
-        extra,
-    )
-}
-
-/// A completions request for the server's model (`prompt`: a string, strings or ids).
-pub fn completion_body(
-    server: &Server,
-    prompt: impl Into<serde_json::Value>,
-    extra: serde_json::Value,
-) -> serde_json::Value {
-    with(
-        serde_json::json!({"model": server.model, "prompt": prompt.into()}),
-        extra,
-    )
-}
+pub use requests::*;

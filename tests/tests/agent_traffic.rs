@@ -11,7 +11,9 @@ use futures::future::join_all;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use inferd_tests::{
-    chat_body, client, metric_value, start_server, with, Server, ServerOptions, SseParser,
+    chat_body, client, completion_body, content_of, metric_value, openai_error, parse_chunk, post,
+    post_ok, post_with, send_json, sse_chunks, start_server, usage, with, Server, ServerOptions,
+    SseParser, CHAT, COMPLETIONS,
 };
 use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
@@ -20,59 +22,6 @@ use serde_json::{json, Value};
 const KV_USAGE: &str = "inferd:kv_cache_usage_perc{model_name=\"smollm2-135m-instruct\"}";
 /// Summed over every label set (the server runs one model).
 const RUNNING: &str = "inferd:num_requests_running";
-
-/// POSTs JSON; returns the status, the `Retry-After` header and the JSON body.
-async fn post(
-    c: &reqwest::Client,
-    server: &Server,
-    path: &str,
-    body: &Value,
-) -> (StatusCode, Option<String>, Value) {
-    let r = c
-        .post(server.url(path))
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-    let status = r.status();
-    let retry_after = r
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = r.text().await.expect("read body");
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON {text:?}: {e}"));
-    (status, retry_after, json)
-}
-
-/// POSTs a request that must succeed; returns its JSON body.
-async fn post_ok(server: &Server, path: &str, body: &Value) -> Value {
-    let (status, _, json) = post(&client(), server, path, body).await;
-    assert_eq!(status, StatusCode::OK, "{path} {body}: {json}");
-    json
-}
-
-/// Asserts an OpenAI-shaped error body; returns its `error` object.
-fn openai_error(json: &Value) -> &Value {
-    let error = &json["error"];
-    assert!(error["message"].is_string(), "error.message: {json}");
-    assert!(error["type"].is_string(), "error.type: {json}");
-    error
-}
-
-fn content_of(body: &Value, i: usize) -> String {
-    body["choices"][i]["message"]["content"]
-        .as_str()
-        .unwrap_or_else(|| panic!("choices[{i}] has no content: {body}"))
-        .to_owned()
-}
-
-fn usage(body: &Value, key: &str) -> u64 {
-    body["usage"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.{key}: {body}"))
-}
 
 /// `usage.prompt_tokens_details.cached_tokens`, `None` when the details are absent.
 fn cached_tokens(body: &Value) -> Option<u64> {
@@ -89,12 +38,7 @@ struct SseStream {
 impl SseStream {
     /// POSTs a streaming request and checks it was accepted as an event stream.
     async fn open(c: &reqwest::Client, url: &str, body: &Value) -> SseStream {
-        let r = c
-            .post(url)
-            .json(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let r = send_json(c, url, body, &[]).await;
         let status = r.status();
         let content_type = r
             .headers()
@@ -156,13 +100,6 @@ impl SseStream {
     }
 }
 
-fn parse_chunk(data: &str) -> Value {
-    let chunk: Value =
-        serde_json::from_str(data).unwrap_or_else(|e| panic!("chunk {data:?} is not JSON: {e}"));
-    assert!(chunk.get("error").is_none(), "error event: {chunk}");
-    chunk
-}
-
 fn has_content(chunk: &Value) -> bool {
     chunk["choices"].as_array().is_some_and(|choices| {
         choices.iter().any(|c| {
@@ -171,22 +108,6 @@ fn has_content(chunk: &Value) -> bool {
                 .is_some_and(|s| !s.is_empty())
         })
     })
-}
-
-/// The JSON chunks of a complete stream, after checking that `[DONE]` ends it.
-fn chunks_of(events: &[String]) -> Vec<Value> {
-    assert_eq!(
-        events.last().map(String::as_str),
-        Some("[DONE]"),
-        "a stream ends with data: [DONE]: {events:?}"
-    );
-    events[..events.len() - 1]
-        .iter()
-        .map(|data| {
-            assert_ne!(data, "[DONE]", "[DONE] must be the last event");
-            parse_chunk(data)
-        })
-        .collect()
 }
 
 /// Polls `/metrics` every 20 ms until KV usage and running requests are both 0; returns
@@ -272,10 +193,9 @@ async fn a_shared_system_prompt_is_served_from_the_prefix_cache_with_identical_o
         ..ServerOptions::default()
     };
     let (cached, uncached) = tokio::join!(start_server(&on), start_server(&off));
-    let path = "/v1/chat/completions";
     let first = post_ok(
         &cached,
-        path,
+        CHAT,
         &agent_turn(&cached, "Which tool reads store 3?"),
     )
     .await;
@@ -291,7 +211,7 @@ async fn a_shared_system_prompt_is_served_from_the_prefix_cache_with_identical_o
     );
 
     let second_body = |s: &Server| agent_turn(s, "List the tools that take a path.");
-    let second = post_ok(&cached, path, &second_body(&cached)).await;
+    let second = post_ok(&cached, CHAT, &second_body(&cached)).await;
     let second_cached = cached_tokens(&second)
         .unwrap_or_else(|| panic!("usage.prompt_tokens_details.cached_tokens: {second}"));
     assert!(
@@ -306,7 +226,7 @@ async fn a_shared_system_prompt_is_served_from_the_prefix_cache_with_identical_o
         usage(&second, "prompt_tokens")
     );
 
-    let reference = post_ok(&uncached, path, &second_body(&uncached)).await;
+    let reference = post_ok(&uncached, CHAT, &second_body(&uncached)).await;
     assert_eq!(
         cached_tokens(&reference).unwrap_or(0),
         0,
@@ -332,7 +252,7 @@ async fn a_shared_system_prompt_is_served_from_the_prefix_cache_with_identical_o
 async fn dropped_streams_free_their_kv_blocks_within_a_second() {
     let server = start_server(&ServerOptions::default()).await;
     let c = client();
-    let url = server.url("/v1/chat/completions");
+    let url = server.url(CHAT);
     let streams = join_all((0..16).map(|i| {
         let body = chat_body(
             &server,
@@ -363,7 +283,7 @@ async fn dropped_streams_free_their_kv_blocks_within_a_second() {
 
     let reply = post_ok(
         &server,
-        "/v1/chat/completions",
+        CHAT,
         &chat_body(
             &server,
             "Say hello.",
@@ -391,13 +311,14 @@ async fn a_burst_past_the_queue_gets_429_with_retry_after_and_the_rest_complete(
         );
         let c = c.clone();
         let server = &server;
-        async move { post(&c, server, "/v1/chat/completions", &body).await }
+        async move { post_with(&c, &server.url(CHAT), &body, &[]).await }
     }))
     .await;
 
     let (mut ok, mut overloaded) = (0, 0);
-    for (status, retry_after, body) in &replies {
-        match *status {
+    for reply in &replies {
+        let body = reply.expect_json();
+        match reply.status {
             StatusCode::OK => {
                 ok += 1;
                 assert_eq!(usage(body, "completion_tokens"), 32, "{body}");
@@ -405,8 +326,8 @@ async fn a_burst_past_the_queue_gets_429_with_retry_after_and_the_rest_complete(
             }
             StatusCode::TOO_MANY_REQUESTS => {
                 overloaded += 1;
-                let secs: u64 = retry_after
-                    .as_deref()
+                let secs: u64 = reply
+                    .header(RETRY_AFTER.as_str())
                     .unwrap_or_else(|| panic!("429 without Retry-After: {body}"))
                     .parse()
                     .expect("Retry-After is a number of seconds");
@@ -429,7 +350,7 @@ async fn a_burst_past_the_queue_gets_429_with_retry_after_and_the_rest_complete(
 async fn sigterm_drains_in_flight_streams_then_exits_cleanly() {
     let mut server = start_server(&ServerOptions::default()).await;
     let c = client();
-    let url = server.url("/v1/chat/completions");
+    let url = server.url(CHAT);
     let finished = Arc::new(AtomicUsize::new(0));
     let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(8);
     let tasks: Vec<_> = (0..8)
@@ -487,22 +408,23 @@ async fn sigterm_drains_in_flight_streams_then_exits_cleanly() {
         done_when_unready < 8,
         "all streams had finished before /ready turned 503; the test proves nothing"
     );
-    let (status, _, body) = post(
+    let reply = post_with(
         &c,
-        &server,
-        "/v1/chat/completions",
+        &server.url(CHAT),
         &chat_body(&server, "Too late?", json!({"max_tokens": 4})),
+        &[],
     )
     .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    openai_error(&body);
+    let body = reply.expect_json();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    openai_error(body);
 
     for (i, task) in tasks.into_iter().enumerate() {
         let events = tokio::time::timeout(Duration::from_secs(120), task)
             .await
             .unwrap_or_else(|_| panic!("stream {i} did not finish"))
             .expect("stream task panicked");
-        let chunks = chunks_of(&events);
+        let chunks = sse_chunks(&events);
         let reasons: Vec<_> = chunks
             .iter()
             .flat_map(|c| c["choices"].as_array().cloned().unwrap_or_default())
@@ -532,18 +454,17 @@ async fn sigterm_drains_in_flight_streams_then_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn n_choices_share_one_prompt_and_sum_their_completions() {
     let server = start_server(&ServerOptions::default()).await;
-    let path = "/v1/chat/completions";
     let sampling = json!({"temperature": 1.0, "seed": 7, "max_tokens": 16, "ignore_eos": true});
     let question = "Name a color and explain why you like it.";
     let three = post_ok(
         &server,
-        path,
+        CHAT,
         &chat_body(&server, question, with(sampling.clone(), json!({"n": 3}))),
     )
     .await;
     let one = post_ok(
         &server,
-        path,
+        CHAT,
         &chat_body(&server, question, sampling.clone()),
     )
     .await;
@@ -579,8 +500,8 @@ async fn n_choices_share_one_prompt_and_sum_their_completions() {
             json!({"n": 3, "stream": true, "stream_options": {"include_usage": true}}),
         ),
     );
-    let mut stream = SseStream::open(&client(), &server.url(path), &body).await;
-    let chunks = chunks_of(&stream.read_to_end().await);
+    let mut stream = SseStream::open(&client(), &server.url(CHAT), &body).await;
+    let chunks = sse_chunks(&stream.read_to_end().await);
     let mut content: BTreeMap<u64, String> = BTreeMap::new();
     let mut finishes: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
     for chunk in &chunks {
@@ -643,7 +564,7 @@ async fn greedy_logprobs_put_the_chosen_token_first() {
     let server = start_server(&ServerOptions::default()).await;
     let chat = post_ok(
         &server,
-        "/v1/chat/completions",
+        CHAT,
         &chat_body(
             &server,
             "Write a long story about a dragon who learns to paint.",
@@ -683,14 +604,12 @@ async fn greedy_logprobs_put_the_chosen_token_first() {
 
     let completion = post_ok(
         &server,
-        "/v1/completions",
-        &json!({
-            "model": server.model,
-            "prompt": "Once upon a time, in a land far away, there lived a",
-            "temperature": 0,
-            "logprobs": 3,
-            "max_tokens": 16,
-        }),
+        COMPLETIONS,
+        &completion_body(
+            &server,
+            "Once upon a time, in a land far away, there lived a",
+            json!({"temperature": 0, "logprobs": 3, "max_tokens": 16}),
+        ),
     )
     .await;
     let choice = &completion["choices"][0];
@@ -735,18 +654,17 @@ async fn a_passed_deadline_answers_504_and_frees_the_kv_cache() {
         json!({"max_tokens": 2000, "ignore_eos": true}),
     );
     let sent = Instant::now();
-    let r = client()
-        .post(server.url("/v1/chat/completions"))
-        .header("x-inferd-deadline-ms", "300")
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let status = r.status();
-    let json: Value = r.json().await.expect("an OpenAI error body");
+    let reply = post_with(
+        &client(),
+        &server.url(CHAT),
+        &body,
+        &[("x-inferd-deadline-ms", "300")],
+    )
+    .await;
+    let json = reply.expect_json();
     let elapsed = sent.elapsed();
-    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{json}");
-    assert_eq!(openai_error(&json)["code"], "deadline_exceeded", "{json}");
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{json}");
+    assert_eq!(openai_error(json)["code"], "deadline_exceeded", "{json}");
     assert!(
         elapsed >= Duration::from_millis(300),
         "answered 504 after {elapsed:?}, before the 300 ms deadline"
@@ -772,16 +690,10 @@ async fn the_configured_request_timeout_applies_without_a_header() {
         json!({"max_tokens": 2000, "ignore_eos": true}),
     );
     let sent = Instant::now();
-    let r = client()
-        .post(server.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let status = r.status();
-    let json: Value = r.json().await.expect("an OpenAI error body");
-    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{json}");
-    assert_eq!(openai_error(&json)["code"], "deadline_exceeded", "{json}");
+    let reply = post(&server, CHAT, &body).await;
+    let json = reply.expect_json();
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{json}");
+    assert_eq!(openai_error(json)["code"], "deadline_exceeded", "{json}");
     assert!(sent.elapsed() >= Duration::from_secs(1));
     wait_kv_idle(&server, Instant::now(), Duration::from_secs(1)).await;
 }

@@ -3,50 +3,23 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use inferd_tests::{
-    chat_body, client, completion_body, start_default_server, with, Server, SseParser,
+    chat_body, client, completion_body, content_of, openai_error, post, post_ok, post_with,
+    sse_chunks, start_default_server, usage, with, Server, SseParser, CHAT, COMPLETIONS,
 };
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// Over any sane `--max-body-bytes` default, yet within the 64 MiB the server drains
 /// past its limit so that a client still uploading reads the 413 (see `api::json`).
 const OVERSIZED_BODY_BYTES: usize = 32 << 20;
 
-async fn post(server: &Server, path: &str, body: &Value) -> Response {
-    client()
-        .post(server.url(path))
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-}
-
-/// POSTs and returns the status and the JSON body.
-async fn post_json(server: &Server, path: &str, body: &Value) -> (StatusCode, Value) {
-    let response = post(server, path, body).await;
-    let status = response.status();
-    let text = response.text().await.expect("read body");
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON {text:?}: {e}"));
-    (status, json)
-}
-
-/// POSTs a request that must succeed; returns its JSON body.
-async fn post_ok(server: &Server, path: &str, body: &Value) -> Value {
-    let (status, json) = post_json(server, path, body).await;
-    assert_eq!(status, StatusCode::OK, "{path} {body}: {json}");
-    json
-}
-
 /// Asserts an OpenAI error body with this status; returns its `error` object.
 async fn post_err(server: &Server, path: &str, body: &Value, status: StatusCode) -> Value {
-    let (got, json) = post_json(server, path, body).await;
-    assert_eq!(got, status, "{path}: {json}");
-    let error = json["error"].clone();
-    assert!(error["message"].is_string(), "{json}");
-    assert!(error["type"].is_string(), "{json}");
+    let reply = post(server, path, body).await;
+    let json = reply.expect_json();
+    assert_eq!(reply.status, status, "{path}: {json}");
+    let error = openai_error(json).clone();
     assert!(
         error.get("param").is_some() && error.get("code").is_some(),
         "{json}"
@@ -57,57 +30,23 @@ async fn post_err(server: &Server, path: &str, body: &Value, status: StatusCode)
 /// POSTs a streaming request; returns its JSON chunks after checking the framing:
 /// `text/event-stream`, `data: [DONE]` last and nothing after it.
 async fn post_stream(server: &Server, path: &str, body: &Value) -> Vec<Value> {
-    let response = post(server, path, body).await;
-    assert_eq!(response.status(), StatusCode::OK, "{path} {body}");
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap_or_default();
+    let reply = post(server, path, body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{path} {body}");
+    let content_type = reply.headers["content-type"].to_str().unwrap_or_default();
     assert!(
         content_type.starts_with("text/event-stream"),
         "{content_type}"
     );
-    let mut parser = SseParser::default();
-    let mut events = Vec::new();
-    let mut bytes = response.bytes_stream();
-    while let Some(chunk) = bytes.next().await {
-        events.extend(parser.push(&chunk.expect("stream body")));
-    }
-    assert_eq!(
-        events.last().map(String::as_str),
-        Some("[DONE]"),
-        "{events:?}"
-    );
-    events.pop();
-    events
-        .iter()
-        .map(|data| {
-            assert_ne!(data, "[DONE]", "[DONE] must be the last event");
-            let chunk: Value = serde_json::from_str(data).expect("chunk is JSON");
-            assert!(chunk.get("error").is_none(), "error event: {chunk}");
-            chunk
-        })
-        .collect()
+    sse_chunks(&SseParser::default().push(reply.text.as_bytes()))
 }
 
+/// (prompt, completion, total) tokens of an answer or a usage chunk.
 fn usage_of(body: &Value) -> (u64, u64, u64) {
-    let usage = &body["usage"];
-    let get = |key: &str| {
-        usage[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("usage.{key}: {body}"))
-    };
     (
-        get("prompt_tokens"),
-        get("completion_tokens"),
-        get("total_tokens"),
+        usage(body, "prompt_tokens"),
+        usage(body, "completion_tokens"),
+        usage(body, "total_tokens"),
     )
-}
-
-fn content_of(body: &Value) -> String {
-    body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no content: {body}"))
-        .to_owned()
 }
 
 async fn max_model_len(server: &Server) -> u64 {
@@ -160,10 +99,10 @@ async fn chat_completion() {
         "What is the capital of France?",
         json!({"max_tokens": 32}),
     );
-    let response = post(&server, "/v1/chat/completions", &body).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["x-inferd-backend"], "local");
-    let reply: Value = response.json().await.unwrap();
+    let response = post(&server, CHAT, &body).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.headers["x-inferd-backend"], "local");
+    let reply = response.expect_json();
     assert!(
         reply["id"]
             .as_str()
@@ -180,12 +119,12 @@ async fn chat_completion() {
     );
     assert_eq!(reply["choices"][0]["index"], 0);
     assert_eq!(reply["choices"][0]["message"]["role"], "assistant");
-    assert!(!content_of(&reply).trim().is_empty(), "{reply}");
+    assert!(!content_of(reply, 0).trim().is_empty(), "{reply}");
     let finish = reply["choices"][0]["finish_reason"]
         .as_str()
         .unwrap_or_default();
     assert!(matches!(finish, "stop" | "length"), "{reply}");
-    let (prompt, completion, total) = usage_of(&reply);
+    let (prompt, completion, total) = usage_of(reply);
     assert!(prompt > 0, "{reply}");
     assert!((1..=32).contains(&completion), "{reply}");
     assert_eq!(prompt + completion, total, "{reply}");
@@ -195,7 +134,7 @@ async fn chat_completion() {
 async fn max_tokens_with_ignore_eos_finishes_by_length() {
     let server = start_default_server().await;
     let body = chat_body(&server, "Hi!", json!({"max_tokens": 5, "ignore_eos": true}));
-    let reply = post_ok(&server, "/v1/chat/completions", &body).await;
+    let reply = post_ok(&server, CHAT, &body).await;
     assert_eq!(reply["choices"][0]["finish_reason"], "length", "{reply}");
     assert_eq!(usage_of(&reply).1, 5, "exactly max_tokens tokens: {reply}");
 }
@@ -208,10 +147,10 @@ async fn a_short_answer_stops_before_max_tokens() {
         "What is the capital of France? Answer in one short sentence.",
         json!({"max_tokens": 200, "temperature": 0}),
     );
-    let reply = post_ok(&server, "/v1/chat/completions", &body).await;
+    let reply = post_ok(&server, CHAT, &body).await;
     assert_eq!(reply["choices"][0]["finish_reason"], "stop", "{reply}");
     assert!(usage_of(&reply).1 < 200, "{reply}");
-    assert!(!content_of(&reply).trim().is_empty(), "{reply}");
+    assert!(!content_of(&reply, 0).trim().is_empty(), "{reply}");
 }
 
 #[tokio::test]
@@ -222,13 +161,13 @@ async fn chat_stream_matches_the_greedy_non_stream_answer() {
         "Name three colors.",
         json!({"max_tokens": 24, "temperature": 0}),
     );
-    let whole = post_ok(&server, "/v1/chat/completions", &body).await;
+    let whole = post_ok(&server, CHAT, &body).await;
 
     let streaming = with(
         body.clone(),
         json!({"stream": true, "stream_options": {"include_usage": true}}),
     );
-    let chunks = post_stream(&server, "/v1/chat/completions", &streaming).await;
+    let chunks = post_stream(&server, CHAT, &streaming).await;
     assert!(chunks.len() >= 3, "role, content, finish: {chunks:?}");
     let id = chunks[0]["id"].as_str().unwrap_or_default();
     assert!(id.starts_with("chatcmpl-"), "{}", chunks[0]);
@@ -278,7 +217,7 @@ async fn chat_stream_matches_the_greedy_non_stream_answer() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(streamed, content_of(&whole));
+    assert_eq!(streamed, content_of(&whole, 0));
 }
 
 #[tokio::test]
@@ -289,7 +228,7 @@ async fn completions_stream_matches_non_stream() {
         "The quick brown fox",
         json!({"max_tokens": 16, "temperature": 0}),
     );
-    let whole = post_ok(&server, "/v1/completions", &body).await;
+    let whole = post_ok(&server, COMPLETIONS, &body).await;
     assert_eq!(whole["object"], "text_completion");
     assert!(whole["id"]
         .as_str()
@@ -305,12 +244,7 @@ async fn completions_stream_matches_non_stream() {
         "{whole}"
     );
 
-    let chunks = post_stream(
-        &server,
-        "/v1/completions",
-        &with(body, json!({"stream": true})),
-    )
-    .await;
+    let chunks = post_stream(&server, COMPLETIONS, &with(body, json!({"stream": true}))).await;
     let (last, deltas) = chunks.split_last().expect("chunks");
     assert_eq!(
         last["choices"][0]["finish_reason"],
@@ -347,7 +281,7 @@ async fn stop_strings_cut_the_output_before_the_match() {
         "Write a short story about a cat.",
         json!({"max_tokens": 40, "temperature": 0, "ignore_eos": true}),
     );
-    let free = content_of(&post_ok(&server, "/v1/chat/completions", &body).await);
+    let free = content_of(&post_ok(&server, CHAT, &body).await, 0);
     assert!(
         free.chars().count() >= 16,
         "need some text to cut: {free:?}"
@@ -355,13 +289,8 @@ async fn stop_strings_cut_the_output_before_the_match() {
     let stop = pick_stop_string(&free);
     let expected = &free[..free.find(&stop).expect("picked from the text")];
 
-    let stopped = post_ok(
-        &server,
-        "/v1/chat/completions",
-        &with(body, json!({"stop": [stop.clone()]})),
-    )
-    .await;
-    let content = content_of(&stopped);
+    let stopped = post_ok(&server, CHAT, &with(body, json!({"stop": [stop.clone()]}))).await;
+    let content = content_of(&stopped, 0);
     assert_eq!(content, expected, "stop string {stop:?} in {free:?}");
     assert!(!content.contains(&stop));
     assert_eq!(stopped["choices"][0]["finish_reason"], "stop", "{stopped}");
@@ -378,7 +307,7 @@ async fn seeded_sampling_is_reproducible() {
         );
         let server = &server;
         async move {
-            let reply = post_ok(server, "/v1/completions", &body).await;
+            let reply = post_ok(server, COMPLETIONS, &body).await;
             reply["choices"][0]["text"]
                 .as_str()
                 .expect("text")
@@ -401,7 +330,7 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
 
     // Malformed JSON.
     let response = client()
-        .post(server.url("/v1/chat/completions"))
+        .post(server.url(CHAT))
         .header("content-type", "application/json")
         .body("{\"model\": ")
         .send()
@@ -414,25 +343,13 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
     // Unknown model.
     let mut body = chat_body(&server, "hi", json!({}));
     body["model"] = json!("no-such-model");
-    let error = post_err(
-        &server,
-        "/v1/chat/completions",
-        &body,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let error = post_err(&server, CHAT, &body, StatusCode::NOT_FOUND).await;
     assert_eq!(error["code"], "model_not_found", "{error}");
     assert_eq!(error["param"], "model", "{error}");
 
     // Out of range.
     let body = chat_body(&server, "hi", json!({"temperature": 5}));
-    let error = post_err(
-        &server,
-        "/v1/chat/completions",
-        &body,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let error = post_err(&server, CHAT, &body, StatusCode::BAD_REQUEST).await;
     assert_eq!(error["param"], "temperature", "{error}");
     assert!(
         error["message"].as_str().unwrap_or_default().contains('2'),
@@ -441,13 +358,7 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
 
     // n over the limit.
     let body = chat_body(&server, "hi", json!({"n": 17}));
-    let error = post_err(
-        &server,
-        "/v1/chat/completions",
-        &body,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let error = post_err(&server, CHAT, &body, StatusCode::BAD_REQUEST).await;
     assert_eq!(error["param"], "n", "{error}");
     assert!(
         error["message"].as_str().unwrap_or_default().contains("16"),
@@ -457,13 +368,7 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
     // A prompt longer than the context.
     let context = max_model_len(&server).await;
     let body = chat_body(&server, &"hello ".repeat(3000), json!({}));
-    let error = post_err(
-        &server,
-        "/v1/chat/completions",
-        &body,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let error = post_err(&server, CHAT, &body, StatusCode::BAD_REQUEST).await;
     let message = error["message"].as_str().unwrap_or_default();
     assert!(
         message.contains(&context.to_string()),
@@ -474,7 +379,7 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
     let huge = "x".repeat(OVERSIZED_BODY_BYTES);
     let body = completion_body(&server, huge.as_str(), json!({}));
     let response = client()
-        .post(server.url("/v1/completions"))
+        .post(server.url(COMPLETIONS))
         .timeout(Duration::from_secs(60))
         .json(&body)
         .send()
@@ -487,16 +392,12 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
     // Unknown route, wrong method.
     let response = client().get(server.url("/v1/nope")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = client()
-        .get(server.url("/v1/chat/completions"))
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(server.url(CHAT)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 
     // Still serving.
     let body = chat_body(&server, "Say hi.", json!({"max_tokens": 8}));
-    let reply = post_ok(&server, "/v1/chat/completions", &body).await;
+    let reply = post_ok(&server, CHAT, &body).await;
     assert!(usage_of(&reply).1 >= 1, "{reply}");
     let response = client().get(server.url("/ready")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -506,15 +407,15 @@ async fn errors_are_openai_shaped_and_the_server_keeps_serving() {
 async fn request_ids_are_echoed_or_generated() {
     let server = start_default_server().await;
     let body = chat_body(&server, "hi", json!({"max_tokens": 2}));
-    let response = client()
-        .post(server.url("/v1/chat/completions"))
-        .header("x-request-id", "e2e-req-1")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["x-request-id"], "e2e-req-1");
+    let response = post_with(
+        &client(),
+        &server.url(CHAT),
+        &body,
+        &[("x-request-id", "e2e-req-1")],
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.headers["x-request-id"], "e2e-req-1");
 
     let response = client().get(server.url("/health")).send().await.unwrap();
     let generated = response.headers()["x-request-id"]
@@ -524,7 +425,7 @@ async fn request_ids_are_echoed_or_generated() {
 
     // Also on errors.
     let response = client()
-        .post(server.url("/v1/chat/completions"))
+        .post(server.url(CHAT))
         .header("x-request-id", "e2e-req-2")
         .header("content-type", "application/json")
         .body("not json")

@@ -3,46 +3,22 @@
 //! in the usage, and the `x-inferd-deadline-ms` header.
 
 use inferd_tests::{
-    chat_body, client, completion_body, sse_data, start_default_server, with, Server,
+    chat_body, client, completion_body, post, post_ok, post_with, sse_data, start_default_server,
+    usage, with, Server, CHAT, COMPLETIONS,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// POSTs (with an optional deadline header); returns the status and the body as JSON
-/// (`Null` for SSE) and as text.
-async fn post(
+/// POSTs a chat request with an `x-inferd-deadline-ms` header; returns the status and the
+/// body as JSON (`Null` when it is not JSON).
+async fn post_with_deadline(
     server: &Server,
-    path: &str,
     body: &Value,
-    deadline_ms: Option<&str>,
-) -> (StatusCode, Value, String) {
-    let mut request = client().post(server.url(path)).json(body);
-    if let Some(deadline) = deadline_ms {
-        request = request.header("x-inferd-deadline-ms", deadline);
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    )
-}
-
-async fn post_ok(server: &Server, path: &str, body: &Value) -> Value {
-    let (status, json, text) = post(server, path, body, None).await;
-    assert_eq!(status, StatusCode::OK, "{path} {body}: {text}");
-    json
-}
-
-fn usage(body: &Value, key: &str) -> u64 {
-    body["usage"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.{key}: {body}"))
+    deadline_ms: &str,
+) -> (StatusCode, Value) {
+    let headers = [("x-inferd-deadline-ms", deadline_ms)];
+    let reply = post_with(&client(), &server.url(CHAT), body, &headers).await;
+    (reply.status, reply.json)
 }
 
 fn cached(usage: &Value) -> u64 {
@@ -55,9 +31,9 @@ fn cached(usage: &Value) -> u64 {
 async fn n_samples_count_the_prompt_once() {
     let server = start_default_server().await;
     let one = chat_body(&server, "Tell me a fun fact.", json!({"max_tokens": 6}));
-    let single = post_ok(&server, "/v1/chat/completions", &one).await;
+    let single = post_ok(&server, CHAT, &one).await;
     let three = with(one, json!({"n": 3, "temperature": 1.0}));
-    let reply = post_ok(&server, "/v1/chat/completions", &three).await;
+    let reply = post_ok(&server, CHAT, &three).await;
     let choices = reply["choices"].as_array().expect("choices");
     assert_eq!(choices.len(), 3, "{reply}");
     for (i, choice) in choices.iter().enumerate() {
@@ -82,7 +58,7 @@ async fn n_samples_count_the_prompt_once() {
         json!(["Roses are red,", "One, two,"]),
         json!({"n": 2, "max_tokens": 4, "temperature": 0}),
     );
-    let reply = post_ok(&server, "/v1/completions", &body).await;
+    let reply = post_ok(&server, COMPLETIONS, &body).await;
     let texts: Vec<&str> = reply["choices"]
         .as_array()
         .expect("choices")
@@ -106,7 +82,7 @@ async fn greedy_logprobs_pick_the_top_alternative() {
         "logprobs": true, "top_logprobs": 3
     });
     let body = chat_body(&server, "Count to ten.", extra);
-    let reply = post_ok(&server, "/v1/chat/completions", &body).await;
+    let reply = post_ok(&server, CHAT, &body).await;
     let content = reply["choices"][0]["logprobs"]["content"]
         .as_array()
         .unwrap_or_else(|| panic!("logprobs.content: {reply}"));
@@ -129,9 +105,9 @@ async fn greedy_logprobs_pick_the_top_alternative() {
 
     // Streamed: the same entries, spread over the chunks.
     let stream = with(body, json!({"stream": true}));
-    let (status, _, text) = post(&server, "/v1/chat/completions", &stream, None).await;
-    assert_eq!(status, StatusCode::OK);
-    let streamed: Vec<Value> = sse_data(&text)
+    let reply = post(&server, CHAT, &stream).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let streamed: Vec<Value> = sse_data(&reply.text)
         .iter()
         .filter(|d| *d != "[DONE]")
         .map(|d| serde_json::from_str::<Value>(d).expect("chunk"))
@@ -149,7 +125,7 @@ async fn greedy_logprobs_pick_the_top_alternative() {
         json!("The alphabet: a, b,"),
         json!({"max_tokens": 6, "temperature": 0, "ignore_eos": true, "logprobs": 2}),
     );
-    let reply = post_ok(&server, "/v1/completions", &body).await;
+    let reply = post_ok(&server, COMPLETIONS, &body).await;
     let logprobs = &reply["choices"][0]["logprobs"];
     let text = reply["choices"][0]["text"].as_str().expect("text");
     let len = |key: &str| logprobs[key].as_array().map_or(0, Vec::len);
@@ -173,8 +149,8 @@ async fn a_repeated_prompt_reports_cached_tokens() {
     let server = start_default_server().await;
     let prompt = "In the beginning the library held only a few scrolls. ".repeat(20);
     let body = completion_body(&server, json!(prompt), json!({"max_tokens": 1}));
-    let first = post_ok(&server, "/v1/completions", &body).await;
-    let second = post_ok(&server, "/v1/completions", &body).await;
+    let first = post_ok(&server, COMPLETIONS, &body).await;
+    let second = post_ok(&server, COMPLETIONS, &body).await;
     let prompt_tokens = usage(&second, "prompt_tokens");
     assert!(cached(&first["usage"]) <= prompt_tokens, "{first}");
     let hit = cached(&second["usage"]);
@@ -192,17 +168,17 @@ async fn the_deadline_header_bounds_a_request() {
         "Write a long story.",
         json!({"max_tokens": 1000, "ignore_eos": true}),
     );
-    let (status, reply, _) = post(&server, "/v1/chat/completions", &body, Some("soon")).await;
+    let (status, reply) = post_with_deadline(&server, &body, "soon").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
     assert_eq!(reply["error"]["param"], "x-inferd-deadline-ms", "{reply}");
 
-    let (status, reply, _) = post(&server, "/v1/chat/completions", &body, Some("1")).await;
+    let (status, reply) = post_with_deadline(&server, &body, "1").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{reply}");
     assert_eq!(reply["error"]["type"], "timeout_error", "{reply}");
     assert_eq!(reply["error"]["code"], "deadline_exceeded", "{reply}");
 
     // Still serving, and a generous deadline changes nothing.
     let body = chat_body(&server, "Say hi.", json!({"max_tokens": 4}));
-    let (status, reply, _) = post(&server, "/v1/chat/completions", &body, Some("600000")).await;
+    let (status, reply) = post_with_deadline(&server, &body, "600000").await;
     assert_eq!(status, StatusCode::OK, "{reply}");
 }

@@ -2,8 +2,8 @@
 //! token for token, what each gives alone (batch invariance).
 
 use futures::future::join_all;
-use inferd_tests::{client, start_default_server, Server};
-use serde_json::{json, Value};
+use inferd_tests::{chat_body, content_of, post_ok, start_default_server, usage, Server, CHAT};
+use serde_json::json;
 
 const TOPICS: [&str; 16] = [
     "the moon",
@@ -25,26 +25,13 @@ const TOPICS: [&str; 16] = [
 ];
 
 async fn greedy_chat(server: &Server, topic: &str) -> (String, u64) {
-    let body = json!({
-        "model": server.model,
-        "messages": [{"role": "user", "content": format!("Write one sentence about {topic}.")}],
-        "temperature": 0,
-        "max_tokens": 24,
-    });
-    let r = client()
-        .post(server.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.expect("json");
-    let content = v["choices"][0]["message"]["content"]
-        .as_str()
-        .expect("content")
-        .to_string();
-    let n = v["usage"]["completion_tokens"].as_u64().expect("usage");
-    (content, n)
+    let body = chat_body(
+        server,
+        &format!("Write one sentence about {topic}."),
+        json!({"temperature": 0, "max_tokens": 24}),
+    );
+    let v = post_ok(server, CHAT, &body).await;
+    (content_of(&v, 0), usage(&v, "completion_tokens"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

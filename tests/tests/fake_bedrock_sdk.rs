@@ -14,7 +14,7 @@ use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     ContentBlock, ContentBlockDelta, ContentBlockStart, ConversationRole, ConverseOutput,
-    ConverseStreamOutput, Message, StopReason,
+    ConverseStreamOutput, Message, StopReason, TokenUsage,
 };
 use aws_sdk_bedrockruntime::Client;
 use aws_smithy_types::{Document, Number};
@@ -68,16 +68,36 @@ async fn converse(
         .await
 }
 
-async fn converse_stream(
+/// A ConverseStream call to [`HAIKU`] with one user message.
+async fn try_converse_stream(
     client: &Client,
-) -> aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput {
+) -> Result<
+    aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput,
+    SdkError<ConverseStreamError, aws_sdk_bedrockruntime::config::http::HttpResponse>,
+> {
     client
         .converse_stream()
         .model_id(HAIKU)
         .messages(user("Hi"))
         .send()
         .await
+}
+
+async fn converse_stream(
+    client: &Client,
+) -> aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamOutput {
+    try_converse_stream(client)
+        .await
         .expect("converse-stream starts")
+}
+
+/// (input, output, total) tokens of a usage block.
+fn token_counts(usage: &TokenUsage) -> (i32, i32, i32) {
+    (
+        usage.input_tokens(),
+        usage.output_tokens(),
+        usage.total_tokens(),
+    )
 }
 
 /// Every event of a stream that ends cleanly.
@@ -134,14 +154,7 @@ async fn converse_text_answer_is_parsed_by_the_sdk() {
     );
     assert_eq!(out.stop_reason(), &StopReason::EndTurn);
     let usage = out.usage().expect("usage");
-    assert_eq!(
-        (
-            usage.input_tokens(),
-            usage.output_tokens(),
-            usage.total_tokens()
-        ),
-        (10, 4, 14)
-    );
+    assert_eq!(token_counts(usage), (10, 4, 14));
     assert_eq!(usage.cache_read_input_tokens(), Some(4));
     assert_eq!(usage.cache_write_input_tokens(), Some(2));
     assert!(out.metrics().is_some());
@@ -249,14 +262,7 @@ async fn converse_stream_text_yields_bedrock_events() {
     match &events[n - 1] {
         ConverseStreamOutput::Metadata(meta) => {
             let usage = meta.usage().expect("usage");
-            assert_eq!(
-                (
-                    usage.input_tokens(),
-                    usage.output_tokens(),
-                    usage.total_tokens()
-                ),
-                (10, 5, 15)
-            );
+            assert_eq!(token_counts(usage), (10, 5, 15));
             assert_eq!(usage.cache_read_input_tokens(), Some(7));
             assert_eq!(usage.cache_write_input_tokens(), Some(3));
             assert!(meta.metrics().is_some());
@@ -403,11 +409,7 @@ async fn converse_stream_errors_become_typed_sdk_errors() {
     let client = client(&fake).await;
     for &(status, error_type) in ERRORS {
         fake.push(error_reply(status, error_type));
-        let err = client
-            .converse_stream()
-            .model_id(HAIKU)
-            .messages(user("Hi"))
-            .send()
+        let err = try_converse_stream(&client)
             .await
             .expect_err(error_type)
             .into_service_error();
@@ -545,11 +547,7 @@ async fn wrong_credentials_are_refused_without_consuming_a_reply() {
         .into_service_error();
     assert_eq!(err.code(), Some("UnrecognizedClientException"));
 
-    let bad_stream = bad_secret
-        .converse_stream()
-        .model_id(HAIKU)
-        .messages(user("Hi"))
-        .send()
+    let bad_stream = try_converse_stream(&bad_secret)
         .await
         .expect_err("wrong secret on the stream")
         .into_service_error();

@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use inferd_tests::fake_bedrock::{self, Answer, FakeBedrock, Reply};
 use inferd_tests::{
-    client, free_port, metric_value, smollm2_catalog, start_process, start_server, workspace_root,
-    Launch, Server, ServerOptions, SseParser, SMOLLM2_ID,
+    chat_request, client, free_port, metric_value, post, post_with, send_json, smollm2_catalog,
+    start_process, start_server, with, workspace_root, HttpReply, Launch, Server, ServerOptions,
+    SseParser, CHAT, SMOLLM2_ID,
 };
 use serde_json::{json, Value};
 
 const BEDROCK_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+/// The header naming the backend that served a request.
+const BACKEND: &str = "x-inferd-backend";
 
 fn replicas_table(addrs: &[String], extra: &str) -> String {
     let urls: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
@@ -41,40 +44,10 @@ async fn start_gateway(catalog: &str) -> Server {
     start_process(&launch).await
 }
 
-struct ChatReply {
-    status: u16,
-    backend: Option<String>,
-    json: Value,
-}
-
-async fn chat(gateway: &Server, model: &str, extra: Value) -> ChatReply {
-    let mut body = json!({
-        "model": model,
-        "messages": [{"role": "user", "content": "Say hello."}],
-        "max_tokens": 4,
-        "temperature": 0
-    });
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let response = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("POST through the gateway");
-    let status = response.status().as_u16();
-    let backend = response
-        .headers()
-        .get("x-inferd-backend")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let json = response.json().await.unwrap_or(Value::Null);
-    ChatReply {
-        status,
-        backend,
-        json,
-    }
+/// A short greedy chat request for `model` through the gateway, plus `extra` fields.
+async fn chat(gateway: &Server, model: &str, extra: Value) -> HttpReply {
+    let extra = with(json!({"max_tokens": 4, "temperature": 0}), extra);
+    post(gateway, CHAT, &chat_request(model, "Say hello.", extra)).await
 }
 
 fn replica_label(server: &Server) -> String {
@@ -102,26 +75,25 @@ async fn balances_by_outstanding_requests_and_survives_a_killed_replica() {
     for _ in 0..6 {
         let reply = chat(&gateway, SMOLLM2_ID, json!({})).await;
         assert_eq!(reply.status, 200, "{}", reply.json);
-        seen.insert(reply.backend.expect("x-inferd-backend"));
+        seen.insert(reply.header(BACKEND).expect(BACKEND).to_owned());
     }
     let labels: std::collections::BTreeSet<String> = replicas.iter().map(replica_label).collect();
     assert_eq!(seen, labels, "idle replicas share the traffic");
 
     // A long stream occupies one replica, so the next requests go to the other one.
-    let long = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(&json!({
-            "model": SMOLLM2_ID, "stream": true, "max_tokens": 1500, "ignore_eos": true,
-            "messages": [{"role": "user", "content": "Count to a thousand."}]
-        }))
-        .send()
-        .await
-        .unwrap();
+    let long = send_json(
+        &client(),
+        &gateway.url(CHAT),
+        &chat_request(
+            SMOLLM2_ID,
+            "Count to a thousand.",
+            json!({"stream": true, "max_tokens": 1500, "ignore_eos": true}),
+        ),
+        &[],
+    )
+    .await;
     assert_eq!(long.status(), 200);
-    let busy = long.headers()["x-inferd-backend"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let busy = long.headers()[BACKEND].to_str().unwrap().to_owned();
     let busy_index = replicas
         .iter()
         .position(|r| replica_label(r) == busy)
@@ -135,7 +107,7 @@ async fn balances_by_outstanding_requests_and_survives_a_killed_replica() {
         let reply = chat(&gateway, SMOLLM2_ID, json!({})).await;
         assert_eq!(reply.status, 200);
         assert_eq!(
-            reply.backend.as_deref(),
+            reply.header(BACKEND),
             Some(idle.as_str()),
             "least outstanding"
         );
@@ -169,7 +141,7 @@ async fn balances_by_outstanding_requests_and_survives_a_killed_replica() {
     for _ in 0..4 {
         let reply = chat(&gateway, SMOLLM2_ID, json!({})).await;
         assert_eq!(reply.status, 200, "{}", reply.json);
-        assert_eq!(reply.backend.as_deref(), Some(idle.as_str()));
+        assert_eq!(reply.header(BACKEND), Some(idle.as_str()));
     }
 }
 
@@ -243,7 +215,7 @@ async fn from_zero_replicas_it_holds_falls_back_to_bedrock_and_returns_to_a_read
         started.elapsed() >= Duration::from_millis(900),
         "held first"
     );
-    assert_eq!(reply.backend.as_deref(), Some("bedrock"));
+    assert_eq!(reply.header(BACKEND), Some("bedrock"));
     assert_eq!(
         reply.json["choices"][0]["message"]["content"],
         "Hello from Bedrock."
@@ -283,22 +255,12 @@ async fn from_zero_replicas_it_holds_falls_back_to_bedrock_and_returns_to_a_read
     }
 
     // A request held while the pool is at zero shows up as demand (what KEDA scales on).
-    let gw_url = gateway.url("/v1/chat/completions");
+    let gw_url = gateway.url(CHAT);
     let held = tokio::spawn(async move {
-        let response = client()
-            .post(gw_url)
-            .json(&json!({"model": "patient", "max_tokens": 1,
-                          "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let backend = response
-            .headers()
-            .get("x-inferd-backend")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = response.text().await.unwrap();
-        (status, backend.unwrap_or(body), Instant::now())
+        let body = chat_request("patient", "hi", json!({"max_tokens": 1}));
+        let reply = post_with(&client(), &gw_url, &body, &[]).await;
+        let backend = reply.header(BACKEND).map(str::to_owned);
+        (reply.status, backend.unwrap_or(reply.text), Instant::now())
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(
@@ -334,7 +296,7 @@ async fn from_zero_replicas_it_holds_falls_back_to_bedrock_and_returns_to_a_read
     // And new traffic stays there, for the official client too.
     let reply = chat(&gateway, SMOLLM2_ID, json!({})).await;
     assert_eq!(
-        reply.backend.as_deref(),
+        reply.header(BACKEND),
         Some(replica_label(&replica).as_str())
     );
     let stdout = run_python("openai_client.py", &gateway.url("/v1"), SMOLLM2_ID).await;
@@ -365,16 +327,15 @@ async fn held_streams_keep_alive_and_policies_choose_before_the_first_byte() {
 
     // A stream held past the keep-alive interval: comments while waiting, then the chosen
     // backend named in a comment, then the chunks. No model output before the choice.
-    let response = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(&json!({"model": SMOLLM2_ID, "stream": true,
-                      "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers().get("x-inferd-backend").is_none());
-    let text = response.text().await.unwrap();
+    let response = post(
+        &gateway,
+        CHAT,
+        &chat_request(SMOLLM2_ID, "hi", json!({"stream": true})),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert!(response.headers.get(BACKEND).is_none());
+    let text = response.text;
     let waiting = text.matches(": waiting for a backend").count();
     assert!(waiting >= 3, "keep-alives while held:\n{text}");
     let chosen = text
@@ -399,7 +360,7 @@ async fn held_streams_keep_alive_and_policies_choose_before_the_first_byte() {
     // `when_none_ready = "next"`: Bedrock at once.
     let started = Instant::now();
     let reply = chat(&gateway, "at-once", json!({})).await;
-    assert_eq!(reply.backend.as_deref(), Some("bedrock"));
+    assert_eq!(reply.header(BACKEND), Some("bedrock"));
     assert!(started.elapsed() < Duration::from_millis(900), "not held");
     let at_once =
         "inferd:gateway_fallbacks_total{model_name=\"at-once\",reason=\"no_ready_replica\"}";

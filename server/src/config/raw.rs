@@ -5,6 +5,8 @@ use std::path::Path;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use super::gateway::BackendSpec;
+use super::gateway_raw::RawBackend;
 use super::{ConfigError, EngineLimits, KvCacheSize, ModelSource, ModelSpec, DEFAULT_REVISION};
 
 /// Longest accepted model id.
@@ -19,6 +21,8 @@ const MAX_NUM_BATCHED_TOKENS_RANGE: (usize, usize) = (16, 1 << 20);
 const BLOCK_SIZE_RANGE: (usize, usize) = (1, 256);
 /// Bounds of `max_waiting`.
 const MAX_WAITING_RANGE: (usize, usize) = (1, 1_000_000);
+/// Bounds of `request_timeout_secs` (one day at most).
+const REQUEST_TIMEOUT_SECS_RANGE: (u64, u64) = (1, 86_400);
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -50,7 +54,7 @@ pub(super) struct RawModel {
     request_timeout_secs: Option<u64>,
     /// `[[model.backend]]`: how `inferd gateway` serves this model.
     #[serde(default)]
-    backend: Vec<super::gateway_raw::RawBackend>,
+    backend: Vec<RawBackend>,
 }
 
 /// A byte count written as an integer or as a string like `"512MiB"`.
@@ -146,165 +150,49 @@ fn label(id: Option<&str>, index: usize) -> String {
     }
 }
 
-/// Check `min <= value <= max`, with a message naming the limit.
-fn in_range(value: usize, (min, max): (usize, usize)) -> Result<(), String> {
-    if value < min || value > max {
-        Err(format!("must be between {min} and {max}, got {value}"))
-    } else {
-        Ok(())
+/// `(key, message)` of the first invalid key of a table; the caller adds where the table is.
+pub(super) type Invalid = (String, String);
+
+/// An [`Invalid`] for `key`.
+pub(super) fn invalid(key: &str, message: impl Into<String>) -> Invalid {
+    (key.to_owned(), message.into())
+}
+
+/// `value`, if given, checked against `min <= value <= max` with a message naming the limit.
+pub(super) fn ranged<T: Copy + PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: Option<T>,
+    (min, max): (T, T),
+) -> Result<Option<T>, Invalid> {
+    match value {
+        Some(v) if v < min || v > max => Err(invalid(
+            key,
+            format!("must be between {min} and {max}, got {v}"),
+        )),
+        _ => Ok(value),
     }
 }
 
-/// Validate one entry and turn it into a [`ModelSpec`].
+/// Validate one entry and turn it into a [`ModelSpec`]: its id, then where its weights
+/// come from, then its backends, then its engine limits (the first invalid key wins).
 pub(super) fn validate(
-    raw: RawModel,
+    mut raw: RawModel,
     index: usize,
     base_dir: &Path,
     path: &Path,
 ) -> Result<ModelSpec, ConfigError> {
     let id_ok = check_id(&raw.id);
     let model = label(id_ok.is_ok().then_some(raw.id.as_str()), index);
-    let fail = |key: &str, message: String| ConfigError::Invalid {
+    let fail = |(key, message): Invalid| ConfigError::Invalid {
         path: path.to_path_buf(),
         model: model.clone(),
-        key: key.to_string(),
+        key,
         message,
     };
-    id_ok.map_err(|m| fail("id", m))?;
-
-    let source =
-        match (raw.path, raw.hf) {
-            (Some(_), Some(_)) => return Err(fail(
-                "hf",
-                "`path` and `hf` are mutually exclusive: give a local path or a Hub repo, not both"
-                    .into(),
-            )),
-            (None, None) if raw.backend.is_empty() => {
-                return Err(fail(
-                    "path",
-                    "missing: give `path` (a .gguf file or a safetensors directory) or `hf` (a \
-                 Hugging Face Hub repo) for `inferd serve`, or [[model.backend]] tables for \
-                 `inferd gateway`"
-                        .into(),
-                ))
-            }
-            (None, None) => None,
-            (Some(p), None) => {
-                for (key, given) in [
-                    ("file", raw.file.is_some()),
-                    ("revision", raw.revision.is_some()),
-                ] {
-                    if given {
-                        return Err(fail(key, format!("`{key}` only applies to `hf` sources")));
-                    }
-                }
-                if p.trim().is_empty() {
-                    return Err(fail("path", "must not be empty".into()));
-                }
-                Some(ModelSource::Path(base_dir.join(p)))
-            }
-            (None, Some(repo)) => {
-                check_repo(&repo).map_err(|m| fail("hf", m))?;
-                if let Some(file) = &raw.file {
-                    check_file(file).map_err(|m| fail("file", m))?;
-                }
-                let revision = raw.revision.unwrap_or_else(|| DEFAULT_REVISION.to_string());
-                if revision.is_empty() || revision.contains(char::is_whitespace) {
-                    return Err(fail(
-                        "revision",
-                        format!("must be a branch, tag or commit without spaces, got {revision:?}"),
-                    ));
-                }
-                Some(ModelSource::Hub {
-                    repo,
-                    file: raw.file,
-                    revision,
-                })
-            }
-        };
-    let mut backends = Vec::with_capacity(raw.backend.len());
-    for (i, entry) in raw.backend.into_iter().enumerate() {
-        let spec = super::gateway_raw::validate(entry)
-            .map_err(|(key, message)| fail(&format!("backend[{i}].{key}"), message))?;
-        backends.push(spec);
-    }
-
-    let mut limits = EngineLimits::default();
-    if let Some(v) = raw.max_model_len {
-        in_range(v, (1, MAX_MODEL_LEN_LIMIT)).map_err(|m| fail("max_model_len", m))?;
-        limits.max_model_len = Some(v);
-    }
-    if let Some(v) = raw.max_num_seqs {
-        in_range(v, MAX_NUM_SEQS_RANGE).map_err(|m| fail("max_num_seqs", m))?;
-        limits.max_num_seqs = v;
-    }
-    if let Some(v) = raw.block_size {
-        in_range(v, BLOCK_SIZE_RANGE)
-            .and_then(|()| match v.is_power_of_two() {
-                true => Ok(()),
-                false => Err(format!(
-                    "must be a power of two (1, 2, 4, ... 256), got {v}"
-                )),
-            })
-            .map_err(|m| fail("block_size", m))?;
-        limits.block_size = v;
-    }
-    if let Some(v) = raw.max_waiting {
-        in_range(v, MAX_WAITING_RANGE).map_err(|m| fail("max_waiting", m))?;
-        limits.max_waiting = v;
-    }
-    if let Some(v) = raw.enable_prefix_caching {
-        limits.enable_prefix_caching = v;
-    }
-    if let Some(v) = raw.request_timeout_secs {
-        if !(1..=86_400).contains(&v) {
-            return Err(fail(
-                "request_timeout_secs",
-                format!("must be between 1 and 86400, got {v}"),
-            ));
-        }
-        limits.request_timeout_secs = Some(v);
-    }
-    if let Some(v) = raw.max_num_batched_tokens {
-        in_range(v, MAX_NUM_BATCHED_TOKENS_RANGE).map_err(|m| fail("max_num_batched_tokens", m))?;
-        limits.max_num_batched_tokens = v;
-    }
-    let batched = limits.max_num_batched_tokens;
-    if batched < limits.max_num_seqs {
-        return Err(fail(
-            "max_num_batched_tokens",
-            format!(
-                "must be at least max_num_seqs ({}) so every running sequence can decode in \
-                 one step, got {batched}",
-                limits.max_num_seqs
-            ),
-        ));
-    }
-    limits.kv_cache = match (raw.kv_cache_tokens, raw.kv_cache_bytes) {
-        (Some(_), Some(_)) => {
-            return Err(fail(
-                "kv_cache_bytes",
-                "`kv_cache_tokens` and `kv_cache_bytes` are mutually exclusive: give one".into(),
-            ))
-        }
-        (Some(tokens), None) => {
-            let min = limits.max_model_len.unwrap_or(0).max(limits.block_size);
-            if tokens < min {
-                return Err(fail(
-                    "kv_cache_tokens",
-                    format!(
-                        "must be at least {min} (block_size, and max_model_len so that one \
-                         full-length sequence fits), got {tokens}"
-                    ),
-                ));
-            }
-            Some(KvCacheSize::Tokens(tokens))
-        }
-        (None, Some(ByteSize(0))) => return Err(fail("kv_cache_bytes", "must not be 0".into())),
-        (None, Some(ByteSize(bytes))) => Some(KvCacheSize::Bytes(bytes)),
-        (None, None) => None,
-    };
-
+    id_ok.map_err(|m| fail(invalid("id", m)))?;
+    let source = source(&raw, base_dir).map_err(fail)?;
+    let backends = backends(std::mem::take(&mut raw.backend)).map_err(fail)?;
+    let limits = limits(&raw).map_err(fail)?;
     Ok(ModelSpec {
         id: raw.id,
         source,
@@ -312,6 +200,167 @@ pub(super) fn validate(
         limits,
         backends,
     })
+}
+
+/// `path` or `hf`: where `inferd serve` reads the weights. Neither is allowed only for a
+/// gateway-only entry (one with `[[model.backend]]` tables).
+fn source(raw: &RawModel, base_dir: &Path) -> Result<Option<ModelSource>, Invalid> {
+    match (&raw.path, &raw.hf) {
+        (Some(_), Some(_)) => Err(invalid(
+            "hf",
+            "`path` and `hf` are mutually exclusive: give a local path or a Hub repo, not both",
+        )),
+        (None, None) if raw.backend.is_empty() => Err(invalid(
+            "path",
+            "missing: give `path` (a .gguf file or a safetensors directory) or `hf` (a \
+             Hugging Face Hub repo) for `inferd serve`, or [[model.backend]] tables for \
+             `inferd gateway`",
+        )),
+        (None, None) => Ok(None),
+        (Some(local), None) => local_source(raw, local, base_dir).map(Some),
+        (None, Some(repo)) => {
+            hub_source(repo, raw.file.as_deref(), raw.revision.as_deref()).map(Some)
+        }
+    }
+}
+
+/// A local `path`, joined to the catalog's directory; `file` and `revision` are Hub-only.
+fn local_source(raw: &RawModel, local: &str, base_dir: &Path) -> Result<ModelSource, Invalid> {
+    for (key, given) in [
+        ("file", raw.file.is_some()),
+        ("revision", raw.revision.is_some()),
+    ] {
+        if given {
+            return Err(invalid(
+                key,
+                format!("`{key}` only applies to `hf` sources"),
+            ));
+        }
+    }
+    if local.trim().is_empty() {
+        return Err(invalid("path", "must not be empty"));
+    }
+    Ok(ModelSource::Path(base_dir.join(local)))
+}
+
+/// An `hf` repo, with an optional GGUF `file` and a `revision` (default `main`).
+fn hub_source(
+    repo: &str,
+    file: Option<&str>,
+    revision: Option<&str>,
+) -> Result<ModelSource, Invalid> {
+    check_repo(repo).map_err(|m| invalid("hf", m))?;
+    if let Some(file) = file {
+        check_file(file).map_err(|m| invalid("file", m))?;
+    }
+    let revision = revision.unwrap_or(DEFAULT_REVISION);
+    if revision.is_empty() || revision.contains(char::is_whitespace) {
+        return Err(invalid(
+            "revision",
+            format!("must be a branch, tag or commit without spaces, got {revision:?}"),
+        ));
+    }
+    Ok(ModelSource::Hub {
+        repo: repo.to_owned(),
+        file: file.map(str::to_owned),
+        revision: revision.to_owned(),
+    })
+}
+
+/// The `[[model.backend]]` tables, in order; keys of an invalid one are `backend[i].key`.
+fn backends(tables: Vec<RawBackend>) -> Result<Vec<BackendSpec>, Invalid> {
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, table)| {
+            super::gateway_raw::validate(table)
+                .map_err(|(key, m)| (format!("backend[{i}].{key}"), m))
+        })
+        .collect()
+}
+
+/// The engine-sizing keys, each within its bounds (defaults for those left out), then the
+/// rules between them: a step holds one token of every running sequence, and the KV cache
+/// holds one full-length sequence.
+fn limits(raw: &RawModel) -> Result<EngineLimits, Invalid> {
+    let default = EngineLimits::default();
+    let max_model_len = ranged("max_model_len", raw.max_model_len, (1, MAX_MODEL_LEN_LIMIT))?
+        .or(default.max_model_len);
+    let max_num_seqs = ranged("max_num_seqs", raw.max_num_seqs, MAX_NUM_SEQS_RANGE)?
+        .unwrap_or(default.max_num_seqs);
+    let block_size = block_size(raw.block_size)?.unwrap_or(default.block_size);
+    let max_waiting =
+        ranged("max_waiting", raw.max_waiting, MAX_WAITING_RANGE)?.unwrap_or(default.max_waiting);
+    let request_timeout_secs = ranged(
+        "request_timeout_secs",
+        raw.request_timeout_secs,
+        REQUEST_TIMEOUT_SECS_RANGE,
+    )?
+    .or(default.request_timeout_secs);
+    let max_num_batched_tokens = ranged(
+        "max_num_batched_tokens",
+        raw.max_num_batched_tokens,
+        MAX_NUM_BATCHED_TOKENS_RANGE,
+    )?
+    .unwrap_or(default.max_num_batched_tokens);
+    if max_num_batched_tokens < max_num_seqs {
+        return Err(invalid(
+            "max_num_batched_tokens",
+            format!(
+                "must be at least max_num_seqs ({max_num_seqs}) so every running sequence can \
+                 decode in one step, got {max_num_batched_tokens}"
+            ),
+        ));
+    }
+    let min_kv_tokens = max_model_len.unwrap_or(0).max(block_size);
+    Ok(EngineLimits {
+        max_model_len,
+        kv_cache: kv_cache(raw.kv_cache_tokens, raw.kv_cache_bytes, min_kv_tokens)?,
+        max_num_seqs,
+        max_num_batched_tokens,
+        block_size,
+        max_waiting,
+        enable_prefix_caching: raw
+            .enable_prefix_caching
+            .unwrap_or(default.enable_prefix_caching),
+        request_timeout_secs,
+    })
+}
+
+/// `block_size`, if given: within [`BLOCK_SIZE_RANGE`] and a power of two.
+fn block_size(value: Option<usize>) -> Result<Option<usize>, Invalid> {
+    match ranged("block_size", value, BLOCK_SIZE_RANGE)? {
+        Some(v) if !v.is_power_of_two() => Err(invalid(
+            "block_size",
+            format!("must be a power of two (1, 2, 4, ... 256), got {v}"),
+        )),
+        v => Ok(v),
+    }
+}
+
+/// `kv_cache_tokens` (at least `min_tokens`) or `kv_cache_bytes` (not 0), not both.
+fn kv_cache(
+    tokens: Option<usize>,
+    bytes: Option<ByteSize>,
+    min_tokens: usize,
+) -> Result<Option<KvCacheSize>, Invalid> {
+    match (tokens, bytes) {
+        (Some(_), Some(_)) => Err(invalid(
+            "kv_cache_bytes",
+            "`kv_cache_tokens` and `kv_cache_bytes` are mutually exclusive: give one",
+        )),
+        (Some(tokens), None) if tokens < min_tokens => Err(invalid(
+            "kv_cache_tokens",
+            format!(
+                "must be at least {min_tokens} (block_size, and max_model_len so that one \
+                 full-length sequence fits), got {tokens}"
+            ),
+        )),
+        (Some(tokens), None) => Ok(Some(KvCacheSize::Tokens(tokens))),
+        (None, Some(ByteSize(0))) => Err(invalid("kv_cache_bytes", "must not be 0")),
+        (None, Some(ByteSize(bytes))) => Ok(Some(KvCacheSize::Bytes(bytes))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Ids: non-empty, at most [`MAX_ID_LEN`] bytes, `[A-Za-z0-9._:/-]+`.
