@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -130,13 +130,9 @@ pub async fn run_api(
     backends: BTreeMap<String, Arc<dyn Backend>>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let draining = Arc::new(AtomicBool::new(false));
-    let backends = Arc::new(backends);
-    let state = AppState {
-        backends: backends.clone(),
-        draining: draining.clone(),
-        metrics,
-    };
+    let state = AppState::new(backends, metrics);
+    let draining = state.draining.clone();
+    let backends = state.backends.clone();
     let app = api::router(state, args.max_body_bytes);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await

@@ -1,131 +1,36 @@
 //! `POST /v1/chat/completions`.
 
-use axum::extract::State;
 use axum::response::sse::Event;
-use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::Value;
 
-use super::deadline::Deadline;
+use super::endpoint::{create, Endpoint, Prepared};
 use super::error::ApiError;
-use super::generation::{admit, collect_all, response_usage, unix_now};
-use super::json::ApiJson;
+use super::generation::Completed;
 use super::logprobs;
-use super::request_id::RequestId;
-use super::sampling::{CommonParams, LogprobsParams};
-use super::stream::{json_event, ChunkFormat, ChunkMeta, DeltaRef};
+use super::params::{GenerationOptions, LogprobsParams};
+use super::stream::{ChunkFormat, ChunkMeta, DeltaRef};
 use super::tools;
 use super::types::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatChunkChoice, ChatCompletion,
-    ChatCompletionRequest, ChatDelta, ChatLogprobs, ChatMessageIn, FunctionChunk, Role,
-    ToolCallChunk, UsageOut,
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionRequest, ChatDelta, ChatLogprobs,
+    ChatMessageIn, FunctionChunk, Role, SamplingFields, ToolCallChunk,
 };
-use super::{respond_streaming, served_by, AppState};
-use crate::backend::{ChatMessage, FinishReason, GenerateRequest, Prompt, ToolCallDelta, Usage};
+use super::AppState;
+use crate::backend::{ChatMessage, FinishReason, Prompt, ToolCallDelta};
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/chat/completions", post(create))
+    Router::new().route("/v1/chat/completions", post(create::<ChatFormat>))
 }
 
-async fn create(
-    State(state): State<AppState>,
-    request_id: RequestId,
-    Deadline(deadline): Deadline,
-    ApiJson(body): ApiJson<ChatCompletionRequest>,
-) -> Result<Response, ApiError> {
-    state.ensure_accepting()?;
-    super::record_request_fields(&body.model, body.user.as_deref());
-    reject_unsupported(&body)?;
-    let messages = messages(&body.messages)?;
-    let tool_specs = tools::tools(body.tools.as_ref())?;
-    let tool_choice = tools::tool_choice(body.tool_choice.as_ref(), &tool_specs)?;
-    let options = common_params(&body).validate()?;
-    let backend = state.backend(&body.model)?;
-    let logprobs = options.sampling.logprobs.is_some();
-
-    let request = GenerateRequest {
-        request_id: request_id.0,
-        model: body.model.clone(),
-        prompt: Prompt::Chat(messages),
-        sampling: options.sampling,
-        max_tokens_explicit: options.max_tokens_explicit,
-        stop: options.stop,
-        deadline,
-        tools: tool_specs,
-        tool_choice,
-        set_by_client: options.set_by_client,
-        stream: options.stream,
+/// The validated parameters of a chat request: `max_completion_tokens` wins over
+/// `max_tokens`; logprobs are `logprobs` plus `top_logprobs`.
+pub(crate) fn options(body: &ChatCompletionRequest) -> Result<GenerationOptions, ApiError> {
+    let logprobs = LogprobsParams::Chat {
+        logprobs: body.logprobs,
+        top_logprobs: body.top_logprobs.as_ref(),
     };
-    let meta = ChunkMeta {
-        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-        created: unix_now(),
-        model: body.model,
-        include_usage: options.include_usage,
-        logprobs,
-        n: options.n,
-    };
-    if options.stream {
-        return respond_streaming(&state, backend, vec![request], options.n, ChatFormat(meta))
-            .await;
-    }
-    let generations = admit(backend.as_ref(), vec![request], options.n).await?;
-    let served = served_by(&state, &meta.model, &generations);
-    let completed = collect_all(generations).await?;
-    let usages: Vec<_> = completed.iter().map(|c| c.usage).collect();
-    let response = ChatCompletion {
-        id: meta.id,
-        object: "chat.completion",
-        created: meta.created,
-        model: meta.model,
-        choices: completed
-            .into_iter()
-            .enumerate()
-            .map(|(index, c)| ChatChoice {
-                index,
-                logprobs: meta.logprobs.then(|| logprobs::chat(&c.logprobs)),
-                message: AssistantMessage {
-                    role: "assistant",
-                    // OpenAI sends `null` content for an answer that is only tool calls.
-                    content: (!c.text.is_empty() || c.tool_calls.is_empty()).then_some(c.text),
-                    tool_calls: c.tool_calls,
-                },
-                finish_reason: c.finish_reason.as_str(),
-            })
-            .collect(),
-        usage: response_usage(&usages, meta.n).into(),
-    };
-    Ok((served, Json(response)).into_response())
-}
-
-/// The sampling fields of a chat request; `max_completion_tokens` wins over `max_tokens`.
-pub(crate) fn common_params(body: &ChatCompletionRequest) -> CommonParams<'_> {
-    let max_tokens = match (body.max_completion_tokens, body.max_tokens) {
-        (Some(value), _) => Some(("max_completion_tokens", value)),
-        (None, Some(value)) => Some(("max_tokens", value)),
-        (None, None) => None,
-    };
-    CommonParams {
-        max_tokens,
-        temperature: body.temperature,
-        top_p: body.top_p,
-        top_k: body.top_k,
-        min_p: body.min_p,
-        seed: body.seed.as_ref(),
-        stop: body.stop.as_ref(),
-        presence_penalty: body.presence_penalty,
-        frequency_penalty: body.frequency_penalty,
-        repetition_penalty: body.repetition_penalty,
-        ignore_eos: body.ignore_eos,
-        n: body.n,
-        stream: body.stream,
-        stream_options: body.stream_options,
-        logit_bias: body.logit_bias.as_ref(),
-        logprobs: LogprobsParams::Chat {
-            logprobs: body.logprobs,
-            top_logprobs: body.top_logprobs.as_ref(),
-        },
-    }
+    body.sampling.validate(body.max_completion_tokens, logprobs)
 }
 
 /// Known OpenAI features we do not implement must fail loudly, never be ignored.
@@ -237,21 +142,53 @@ fn content_text(i: usize, content: &Value) -> Result<String, ApiError> {
     Ok(text)
 }
 
-/// Chat chunks: `"object": "chat.completion.chunk"`, text under `delta.content`.
-struct ChatFormat(ChunkMeta);
+/// Chat responses: `"object": "chat.completion"`, chunks `"chat.completion.chunk"` with
+/// text under `delta.content`.
+pub(crate) struct ChatFormat(ChunkMeta);
 
-impl ChatFormat {
-    fn chunk(&self, choices: Vec<ChatChunkChoice<'_>>, usage: Option<Option<UsageOut>>) -> Event {
-        json_event(&ChatChunk {
-            id: &self.0.id,
-            object: "chat.completion.chunk",
-            created: self.0.created,
-            model: &self.0.model,
-            choices,
-            usage,
+impl Endpoint for ChatFormat {
+    type Request = ChatCompletionRequest;
+    type Choice = ChatChoice;
+    const ID_PREFIX: &'static str = "chatcmpl";
+    const OBJECT: &'static str = "chat.completion";
+
+    fn common(request: &ChatCompletionRequest) -> (&str, &SamplingFields) {
+        (&request.model, &request.sampling)
+    }
+
+    fn prepare(body: &ChatCompletionRequest) -> Result<Prepared, ApiError> {
+        reject_unsupported(body)?;
+        let messages = messages(&body.messages)?;
+        let tools = tools::tools(body.tools.as_ref())?;
+        let tool_choice = tools::tool_choice(body.tool_choice.as_ref(), &tools)?;
+        Ok(Prepared {
+            prompts: vec![Prompt::Chat(messages)],
+            tools,
+            tool_choice,
+            options: options(body)?,
         })
     }
 
+    fn new(meta: ChunkMeta) -> Self {
+        ChatFormat(meta)
+    }
+
+    fn choice(&self, index: usize, c: Completed) -> ChatChoice {
+        ChatChoice {
+            index,
+            logprobs: self.0.logprobs.then(|| logprobs::chat(&c.logprobs)),
+            message: AssistantMessage {
+                role: "assistant",
+                // OpenAI sends `null` content for an answer that is only tool calls.
+                content: (!c.text.is_empty() || c.tool_calls.is_empty()).then_some(c.text),
+                tool_calls: c.tool_calls,
+            },
+            finish_reason: c.finish_reason.as_str(),
+        }
+    }
+}
+
+impl ChatFormat {
     /// A chunk for one choice, with `"usage": null` when usage was asked for.
     fn choice_chunk(
         &self,
@@ -266,11 +203,13 @@ impl ChatFormat {
             logprobs,
             finish_reason: finish.map(FinishReason::as_str),
         };
-        self.chunk(vec![choice], self.0.usage_placeholder())
+        self.0.choice_chunk(Self::CHUNK_OBJECT, choice)
     }
 }
 
 impl ChunkFormat for ChatFormat {
+    const CHUNK_OBJECT: &'static str = "chat.completion.chunk";
+
     fn meta(&self) -> &ChunkMeta {
         &self.0
     }
@@ -314,10 +253,6 @@ impl ChunkFormat for ChatFormat {
 
     fn finish(&self, index: usize, reason: FinishReason) -> Event {
         self.choice_chunk(index, ChatDelta::default(), None, Some(reason))
-    }
-
-    fn usage(&self, usage: Usage) -> Event {
-        self.chunk(Vec::new(), Some(Some(usage.into())))
     }
 }
 

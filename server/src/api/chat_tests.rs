@@ -10,27 +10,17 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::api::testing::{
-    delta, finished, json_request, post_json, send, sse_chunks, Script, TestServer,
+    chat_body, delta, finished, json_request, post_json, send, sse_chunks, with_fields, Script,
+    TestServer,
 };
 use crate::backend::{BackendError, ChatMessage, FinishReason, GenEvent, Prompt, ToolCallDelta};
 
 const PATH: &str = "/v1/chat/completions";
 
-fn chat(extra: Value) -> Value {
-    let mut body = json!({
-        "model": "test-model",
-        "messages": [{"role": "user", "content": "Say hello"}],
-    });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
 #[tokio::test]
 async fn non_streaming_response_has_the_openai_shape() {
     let server = TestServer::new();
-    let reply = post_json(&server.router(), PATH, chat(json!({}))).await;
+    let reply = post_json(&server.router(), PATH, chat_body(json!({}))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.headers["x-inferd-backend"], "local");
     assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
@@ -60,7 +50,7 @@ async fn non_streaming_response_has_the_openai_shape() {
 #[tokio::test]
 async fn the_backend_gets_the_mapped_request() {
     let server = TestServer::new();
-    let body = chat(json!({
+    let body = chat_body(json!({
         "messages": [
             {"role": "system", "content": "Be terse."},
             {"role": "developer", "content": null},
@@ -120,7 +110,7 @@ async fn the_backend_gets_the_mapped_request() {
 #[tokio::test]
 async fn stream_framing_without_usage() {
     let server = TestServer::new();
-    let reply = post_json(&server.router(), PATH, chat(json!({"stream": true}))).await;
+    let reply = post_json(&server.router(), PATH, chat_body(json!({"stream": true}))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers[header::CONTENT_TYPE], "text/event-stream");
     assert_eq!(reply.headers["x-inferd-backend"], "local");
@@ -151,7 +141,7 @@ async fn stream_framing_without_usage() {
 #[tokio::test]
 async fn stream_framing_with_usage() {
     let server = TestServer::new();
-    let body = chat(json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let body = chat_body(json!({"stream": true, "stream_options": {"include_usage": true}}));
     let reply = post_json(&server.router(), PATH, body).await;
     assert_eq!(reply.status, StatusCode::OK);
     let chunks = sse_chunks(&reply.text);
@@ -177,7 +167,7 @@ async fn an_error_after_the_stream_started_is_an_error_event_then_done() {
         Ok(delta("Hi")),
         Err(BackendError::Internal("the GPU fell off the bus".into())),
     ]));
-    let reply = post_json(&server.router(), PATH, chat(json!({"stream": true}))).await;
+    let reply = post_json(&server.router(), PATH, chat_body(json!({"stream": true}))).await;
     assert_eq!(
         reply.status,
         StatusCode::OK,
@@ -195,11 +185,11 @@ async fn an_error_after_the_stream_started_is_an_error_event_then_done() {
 #[tokio::test]
 async fn a_stream_that_ends_without_finishing_is_an_error() {
     let server = TestServer::with_script(Script::Events(vec![Ok(delta("Hi"))]));
-    let reply = post_json(&server.router(), PATH, chat(json!({"stream": true}))).await;
+    let reply = post_json(&server.router(), PATH, chat_body(json!({"stream": true}))).await;
     let chunks = sse_chunks(&reply.text);
     assert_eq!(chunks.last().unwrap()["error"]["type"], "internal_error");
 
-    let reply = post_json(&server.router(), PATH, chat(json!({}))).await;
+    let reply = post_json(&server.router(), PATH, chat_body(json!({}))).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reply.json["error"]["message"], "internal server error");
 }
@@ -210,7 +200,7 @@ async fn length_finish_reason() {
         Ok(delta("a b")),
         Ok(finished(FinishReason::Length, 4, 2, 0)),
     ]));
-    let reply = post_json(&server.router(), PATH, chat(json!({"max_tokens": 2}))).await;
+    let reply = post_json(&server.router(), PATH, chat_body(json!({"max_tokens": 2}))).await;
     assert_eq!(reply.json["choices"][0]["finish_reason"], "length");
     assert_eq!(reply.json["usage"]["total_tokens"], 6);
 }
@@ -239,7 +229,8 @@ async fn admission_errors_are_http_statuses_even_when_streaming() {
     for (error, status) in cases {
         let server = TestServer::with_script(Script::Refuse(error.clone()));
         for stream in [false, true] {
-            let reply = post_json(&server.router(), PATH, chat(json!({"stream": stream}))).await;
+            let reply =
+                post_json(&server.router(), PATH, chat_body(json!({"stream": stream}))).await;
             assert_eq!(reply.status, status, "{error:?} stream={stream}");
             assert!(reply.json["error"]["message"].is_string());
             if status == StatusCode::TOO_MANY_REQUESTS {
@@ -252,7 +243,12 @@ async fn admission_errors_are_http_statuses_even_when_streaming() {
 #[tokio::test]
 async fn unknown_model_is_404_model_not_found() {
     let server = TestServer::new();
-    let reply = post_json(&server.router(), PATH, chat(json!({"model": "gpt-17"}))).await;
+    let reply = post_json(
+        &server.router(),
+        PATH,
+        chat_body(json!({"model": "gpt-17"})),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.json["error"]["code"], "model_not_found");
     assert_eq!(reply.json["error"]["param"], "model");
@@ -267,7 +263,7 @@ async fn unknown_model_is_404_model_not_found() {
 async fn draining_refuses_new_generations_with_503() {
     let server = TestServer::new();
     server.state().draining.store(true, Ordering::Release);
-    let reply = post_json(&server.router(), PATH, chat(json!({}))).await;
+    let reply = post_json(&server.router(), PATH, chat_body(json!({}))).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json["error"]["type"], "service_unavailable");
     assert!(server.backend.requests().is_empty());
@@ -294,7 +290,7 @@ async fn unsupported_features_are_rejected_by_name() {
     ];
     let server = TestServer::new();
     for (extra, param) in cases {
-        let reply = post_json(&server.router(), PATH, chat(extra.clone())).await;
+        let reply = post_json(&server.router(), PATH, chat_body(extra.clone())).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{extra}");
         assert_eq!(reply.json["error"]["param"], param, "{extra}");
         assert_eq!(
@@ -330,7 +326,7 @@ async fn malformed_messages_are_400_naming_the_field() {
     ];
     let server = TestServer::new();
     for (extra, param) in cases {
-        let reply = post_json(&server.router(), PATH, chat(extra.clone())).await;
+        let reply = post_json(&server.router(), PATH, chat_body(extra.clone())).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{extra}");
         assert_eq!(
             reply.json["error"]["param"], param,
@@ -343,7 +339,7 @@ async fn malformed_messages_are_400_naming_the_field() {
 #[tokio::test]
 async fn a_client_disconnect_drops_the_generation_stream() {
     let server = TestServer::with_script(Script::Hang(vec![Ok(delta("Hi"))]));
-    let request = json_request(PATH, &chat(json!({"stream": true})));
+    let request = json_request(PATH, &chat_body(json!({"stream": true})));
     let response = server.router().oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body().into_data_stream();
@@ -367,7 +363,7 @@ async fn a_dropped_non_streaming_request_drops_the_generation_stream() {
     let server = TestServer::with_script(Script::Hang(vec![Ok(delta("Hi"))]));
     let call = server
         .router()
-        .oneshot(json_request(PATH, &chat(json!({}))));
+        .oneshot(json_request(PATH, &chat_body(json!({}))));
     let outcome = tokio::time::timeout(Duration::from_millis(50), call).await;
     assert!(outcome.is_err(), "the generation never finishes");
     assert_eq!(server.backend.requests().len(), 1);
@@ -395,7 +391,7 @@ fn parallel_tool_calls() -> Vec<Result<GenEvent, BackendError>> {
 }
 
 fn tools_body(extra: Value) -> Value {
-    let mut body = chat(json!({
+    let body = chat_body(json!({
         "tools": [
             {"type": "function", "function": {"name": "get_weather",
              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
@@ -410,10 +406,7 @@ fn tools_body(extra: Value) -> Value {
             {"role": "tool", "tool_call_id": "call_0", "content": "sunny"}
         ]
     }));
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    body
+    with_fields(body, extra)
 }
 
 #[tokio::test]

@@ -4,30 +4,18 @@
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::api::testing::{finished, hello_world, post_json, sse_chunks, Script, TestServer};
+use crate::api::testing::{
+    chat_body, choice_texts, completion_body, finished, hello_world, post_json, sse_chunks, Script,
+    TestServer,
+};
 use crate::backend::FinishReason;
 
 const CHAT: &str = "/v1/chat/completions";
 const COMPLETIONS: &str = "/v1/completions";
 
-fn chat(extra: Value) -> Value {
-    let mut body = json!({
-        "model": "test-model",
-        "messages": [{"role": "user", "content": "Say hello"}],
-    });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
-fn completion(extra: Value) -> Value {
-    let mut body = json!({"model": "test-model", "prompt": "Once"});
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
+/// The prompt of `completion_body` unless a test sets its own; Echo counts its 4 bytes as
+/// prompt tokens.
+const PROMPT: &str = "Once";
 
 fn usage(prompt: usize, completion: usize, cached: usize) -> Value {
     json!({
@@ -62,7 +50,7 @@ fn streamed_texts(chunks: &[Value], choices: usize, field: &str) -> Vec<String> 
 #[tokio::test]
 async fn chat_n_gives_n_choices_and_counts_the_prompt_once() {
     let server = TestServer::with_script(Script::Echo);
-    let reply = post_json(&server.router(), CHAT, chat(json!({"n": 3}))).await;
+    let reply = post_json(&server.router(), CHAT, chat_body(json!({"n": 3}))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let choices = reply.json["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 3);
@@ -84,7 +72,8 @@ async fn chat_n_gives_n_choices_and_counts_the_prompt_once() {
 #[tokio::test]
 async fn chat_n_streams_every_choice_by_index() {
     let server = TestServer::with_script(Script::Echo);
-    let body = chat(json!({"n": 3, "stream": true, "stream_options": {"include_usage": true}}));
+    let body =
+        chat_body(json!({"n": 3, "stream": true, "stream_options": {"include_usage": true}}));
     let reply = post_json(&server.router(), CHAT, body).await;
     assert_eq!(reply.status, StatusCode::OK);
     let chunks = sse_chunks(&reply.text);
@@ -109,19 +98,10 @@ async fn chat_n_streams_every_choice_by_index() {
 #[tokio::test]
 async fn completions_with_k_prompts_and_n_samples_use_openai_order() {
     let server = TestServer::with_script(Script::Echo);
-    let body = completion(json!({"prompt": ["ab", "cde"], "n": 2}));
+    let body = completion_body(PROMPT, json!({"prompt": ["ab", "cde"], "n": 2}));
     let reply = post_json(&server.router(), COMPLETIONS, body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    let texts: Vec<&str> = reply.json["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, choice)| {
-            assert_eq!(choice["index"], i);
-            choice["text"].as_str().unwrap()
-        })
-        .collect();
+    let texts = choice_texts(&reply.json);
     // Choice index = prompt_index * n + sample_index.
     assert_eq!(
         texts,
@@ -131,10 +111,13 @@ async fn completions_with_k_prompts_and_n_samples_use_openai_order() {
     assert_eq!(reply.json["usage"], usage(5, 10, 0));
     assert_eq!(server.backend.samples(), [2, 2]);
 
-    let body = completion(json!({
-        "prompt": ["ab", "cde"], "n": 2, "stream": true,
-        "stream_options": {"include_usage": true}
-    }));
+    let body = completion_body(
+        PROMPT,
+        json!({
+            "prompt": ["ab", "cde"], "n": 2, "stream": true,
+            "stream_options": {"include_usage": true}
+        }),
+    );
     let reply = post_json(&server.router(), COMPLETIONS, body).await;
     let chunks = sse_chunks(&reply.text);
     let (last, content) = chunks.split_last().unwrap();
@@ -150,8 +133,8 @@ async fn completions_with_k_prompts_and_n_samples_use_openai_order() {
 async fn n_over_the_limit_is_rejected_before_the_backend() {
     let server = TestServer::new();
     for (path, body) in [
-        (CHAT, chat(json!({"n": 17}))),
-        (COMPLETIONS, completion(json!({"n": 17}))),
+        (CHAT, chat_body(json!({"n": 17}))),
+        (COMPLETIONS, completion_body(PROMPT, json!({"n": 17}))),
     ] {
         let reply = post_json(&server.router(), path, body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
@@ -169,21 +152,31 @@ async fn cached_tokens_are_in_every_usage_object() {
         Ok(finished(FinishReason::Stop, 10, 1, 8)),
     ];
     let server = TestServer::with_script(Script::Events(events));
-    let reply = post_json(&server.router(), CHAT, chat(json!({}))).await;
+    let reply = post_json(&server.router(), CHAT, chat_body(json!({}))).await;
     assert_eq!(reply.json["usage"], usage(10, 1, 8));
-    let reply = post_json(&server.router(), COMPLETIONS, completion(json!({}))).await;
+    let reply = post_json(
+        &server.router(),
+        COMPLETIONS,
+        completion_body(PROMPT, json!({})),
+    )
+    .await;
     assert_eq!(reply.json["usage"], usage(10, 1, 8));
 
     let stream = json!({"stream": true, "stream_options": {"include_usage": true}});
-    let reply = post_json(&server.router(), CHAT, chat(stream.clone())).await;
+    let reply = post_json(&server.router(), CHAT, chat_body(stream.clone())).await;
     let chunks = sse_chunks(&reply.text);
     assert_eq!(chunks.last().unwrap()["usage"], usage(10, 1, 8));
-    let reply = post_json(&server.router(), COMPLETIONS, completion(stream)).await;
+    let reply = post_json(
+        &server.router(),
+        COMPLETIONS,
+        completion_body(PROMPT, stream),
+    )
+    .await;
     let chunks = sse_chunks(&reply.text);
     assert_eq!(chunks.last().unwrap()["usage"], usage(10, 1, 8));
 
     // Two prompts: cached tokens add up like prompt tokens.
-    let body = completion(json!({"prompt": ["a", "b"]}));
+    let body = completion_body(PROMPT, json!({"prompt": ["a", "b"]}));
     let reply = post_json(&server.router(), COMPLETIONS, body).await;
     assert_eq!(reply.json["usage"], usage(20, 2, 16));
 }
@@ -192,9 +185,14 @@ async fn cached_tokens_are_in_every_usage_object() {
 async fn samples_after_the_first_do_not_count_the_shared_prompt_as_cached() {
     // Echo reports the whole prompt as cached for samples 1.., none for sample 0.
     let server = TestServer::with_script(Script::Echo);
-    let reply = post_json(&server.router(), COMPLETIONS, completion(json!({"n": 4}))).await;
+    let reply = post_json(
+        &server.router(),
+        COMPLETIONS,
+        completion_body(PROMPT, json!({"n": 4})),
+    )
+    .await;
     assert_eq!(reply.json["usage"], usage(4, 2 + 3 + 4 + 5, 0));
     let server = TestServer::with_script(Script::Events(hello_world()));
-    let reply = post_json(&server.router(), CHAT, chat(json!({"n": 2}))).await;
+    let reply = post_json(&server.router(), CHAT, chat_body(json!({"n": 2}))).await;
     assert_eq!(reply.json["usage"], usage(3, 4, 0));
 }

@@ -2,128 +2,34 @@
 //! generations concurrently: choice `prompt_index * n + sample_index` (OpenAI's order),
 //! each prompt counted once in the usage.
 
-use axum::extract::State;
 use axum::response::sse::Event;
-use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::Value;
 
-use super::deadline::Deadline;
+use super::endpoint::{create, Endpoint, Prepared};
 use super::error::ApiError;
-use super::generation::{admit, collect_all, response_usage, unix_now};
-use super::json::ApiJson;
+use super::generation::Completed;
 use super::logprobs;
-use super::request_id::RequestId;
-use super::sampling::{CommonParams, LogprobsParams};
-use super::stream::{json_event, ChunkFormat, ChunkMeta, DeltaRef};
+use super::params::{GenerationOptions, LogprobsParams};
+use super::stream::{ChunkFormat, ChunkMeta, DeltaRef};
 use super::types::{
-    CompletionLogprobs, CompletionRequest, TextChoice, TextChunk, TextChunkChoice, TextCompletion,
-    UsageOut,
+    CompletionLogprobs, CompletionRequest, SamplingFields, TextChoice, TextChunkChoice,
 };
-use super::{respond_streaming, served_by, AppState};
-use crate::backend::{FinishReason, GenerateRequest, Prompt, Usage};
+use super::AppState;
+use crate::backend::{FinishReason, Prompt};
 
 /// Most prompts one request may carry (each is a separate generation).
 pub(crate) const MAX_PROMPTS: usize = 64;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/completions", post(create))
+    Router::new().route("/v1/completions", post(create::<TextFormat>))
 }
 
-async fn create(
-    State(state): State<AppState>,
-    request_id: RequestId,
-    Deadline(deadline): Deadline,
-    ApiJson(body): ApiJson<CompletionRequest>,
-) -> Result<Response, ApiError> {
-    state.ensure_accepting()?;
-    super::record_request_fields(&body.model, body.user.as_deref());
-    reject_unsupported(&body)?;
-    let prompts = prompts(&body.prompt)?;
-    let options = common_params(&body).validate()?;
-    let backend = state.backend(&body.model)?;
-
-    let several = prompts.len() > 1;
-    let requests = prompts
-        .into_iter()
-        .enumerate()
-        .map(|(i, prompt)| GenerateRequest {
-            // Each choice gets its own id in the backend's logs.
-            request_id: if several {
-                format!("{}-{i}", request_id.0)
-            } else {
-                request_id.0.clone()
-            },
-            model: body.model.clone(),
-            prompt,
-            sampling: options.sampling.clone(),
-            max_tokens_explicit: options.max_tokens_explicit,
-            stop: options.stop.clone(),
-            deadline,
-            tools: Vec::new(),
-            tool_choice: Default::default(),
-            set_by_client: options.set_by_client,
-            stream: options.stream,
-        })
-        .collect();
-    let meta = ChunkMeta {
-        id: format!("cmpl-{}", uuid::Uuid::new_v4().simple()),
-        created: unix_now(),
-        model: body.model,
-        include_usage: options.include_usage,
-        logprobs: options.sampling.logprobs.is_some(),
-        n: options.n,
-    };
-    if options.stream {
-        return respond_streaming(&state, backend, requests, options.n, TextFormat(meta)).await;
-    }
-    let generations = admit(backend.as_ref(), requests, options.n).await?;
-    let served = served_by(&state, &meta.model, &generations);
-    let completed = collect_all(generations).await?;
-    let usages: Vec<_> = completed.iter().map(|c| c.usage).collect();
-    let usage = response_usage(&usages, meta.n);
-    let response = TextCompletion {
-        id: meta.id,
-        object: "text_completion",
-        created: meta.created,
-        model: meta.model,
-        choices: completed
-            .into_iter()
-            .enumerate()
-            .map(|(index, c)| TextChoice {
-                index,
-                logprobs: meta
-                    .logprobs
-                    .then(|| logprobs::completion(&c.logprobs, &c.text_offset)),
-                text: c.text,
-                finish_reason: c.finish_reason.as_str(),
-            })
-            .collect(),
-        usage: usage.into(),
-    };
-    Ok((served, Json(response)).into_response())
-}
-
-pub(crate) fn common_params(body: &CompletionRequest) -> CommonParams<'_> {
-    CommonParams {
-        max_tokens: body.max_tokens.map(|value| ("max_tokens", value)),
-        temperature: body.temperature,
-        top_p: body.top_p,
-        top_k: body.top_k,
-        min_p: body.min_p,
-        seed: body.seed.as_ref(),
-        stop: body.stop.as_ref(),
-        presence_penalty: body.presence_penalty,
-        frequency_penalty: body.frequency_penalty,
-        repetition_penalty: body.repetition_penalty,
-        ignore_eos: body.ignore_eos,
-        n: body.n,
-        stream: body.stream,
-        stream_options: body.stream_options,
-        logit_bias: body.logit_bias.as_ref(),
-        logprobs: LogprobsParams::Completion(body.logprobs.as_ref()),
-    }
+/// The validated parameters of a completions request: logprobs are `logprobs: k`.
+pub(crate) fn options(body: &CompletionRequest) -> Result<GenerationOptions, ApiError> {
+    let logprobs = LogprobsParams::Completion(body.logprobs.as_ref());
+    body.sampling.validate(None, logprobs)
 }
 
 fn reject_unsupported(body: &CompletionRequest) -> Result<(), ApiError> {
@@ -210,21 +116,49 @@ fn token_ids(param: &str, items: &[Value]) -> Result<Vec<u32>, ApiError> {
         .collect()
 }
 
-/// Completion chunks: `"object": "text_completion"`, text under `choices[].text`.
-struct TextFormat(ChunkMeta);
+/// Completions responses and chunks: `"object": "text_completion"`, text under
+/// `choices[].text`.
+pub(crate) struct TextFormat(ChunkMeta);
 
-impl TextFormat {
-    fn chunk(&self, choices: Vec<TextChunkChoice<'_>>, usage: Option<Option<UsageOut>>) -> Event {
-        json_event(&TextChunk {
-            id: &self.0.id,
-            object: "text_completion",
-            created: self.0.created,
-            model: &self.0.model,
-            choices,
-            usage,
+impl Endpoint for TextFormat {
+    type Request = CompletionRequest;
+    type Choice = TextChoice;
+    const ID_PREFIX: &'static str = "cmpl";
+    const OBJECT: &'static str = "text_completion";
+
+    fn common(request: &CompletionRequest) -> (&str, &SamplingFields) {
+        (&request.model, &request.sampling)
+    }
+
+    fn prepare(body: &CompletionRequest) -> Result<Prepared, ApiError> {
+        reject_unsupported(body)?;
+        let prompts = prompts(&body.prompt)?;
+        Ok(Prepared {
+            prompts,
+            tools: Vec::new(),
+            tool_choice: Default::default(),
+            options: options(body)?,
         })
     }
 
+    fn new(meta: ChunkMeta) -> Self {
+        TextFormat(meta)
+    }
+
+    fn choice(&self, index: usize, c: Completed) -> TextChoice {
+        TextChoice {
+            index,
+            logprobs: self
+                .0
+                .logprobs
+                .then(|| logprobs::completion(&c.logprobs, &c.text_offset)),
+            text: c.text,
+            finish_reason: c.finish_reason.as_str(),
+        }
+    }
+}
+
+impl TextFormat {
     /// A chunk for one choice, with `"usage": null` when usage was asked for.
     fn choice_chunk(
         &self,
@@ -239,11 +173,13 @@ impl TextFormat {
             logprobs,
             finish_reason: finish.map(FinishReason::as_str),
         };
-        self.chunk(vec![choice], self.0.usage_placeholder())
+        self.0.choice_chunk(Self::CHUNK_OBJECT, choice)
     }
 }
 
 impl ChunkFormat for TextFormat {
+    const CHUNK_OBJECT: &'static str = "text_completion";
+
     fn meta(&self) -> &ChunkMeta {
         &self.0
     }
@@ -262,10 +198,6 @@ impl ChunkFormat for TextFormat {
 
     fn finish(&self, index: usize, reason: FinishReason) -> Event {
         self.choice_chunk(index, "", None, Some(reason))
-    }
-
-    fn usage(&self, usage: Usage) -> Event {
-        self.chunk(Vec::new(), Some(Some(usage.into())))
     }
 }
 

@@ -5,23 +5,25 @@ use axum::http::{header, StatusCode};
 use serde_json::{json, Value};
 
 use super::MAX_PROMPTS;
-use crate::api::testing::{json_request, post_json, send, sse_chunks, Script, TestServer};
+use crate::api::testing::{
+    choice_texts, completion_body, json_request, post_json, send, sse_chunks, Script, TestServer,
+};
 use crate::backend::Prompt;
 
 const PATH: &str = "/v1/completions";
 
-fn completion(extra: Value) -> Value {
-    let mut body = json!({"model": "test-model", "prompt": "Once upon a time"});
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
+/// The prompt of `completion_body` unless a test sets its own.
+const PROMPT: &str = "Once upon a time";
 
 #[tokio::test]
 async fn non_streaming_response_has_the_openai_shape() {
     let server = TestServer::new();
-    let reply = post_json(&server.router(), PATH, completion(json!({"max_tokens": 4}))).await;
+    let reply = post_json(
+        &server.router(),
+        PATH,
+        completion_body(PROMPT, json!({"max_tokens": 4})),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.headers["x-inferd-backend"], "local");
     let body = reply.json;
@@ -40,29 +42,23 @@ async fn non_streaming_response_has_the_openai_shape() {
         })
     );
     let requests = server.backend.requests();
-    assert_eq!(requests[0].prompt, Prompt::Text("Once upon a time".into()));
+    assert_eq!(requests[0].prompt, Prompt::Text(PROMPT.into()));
     assert_eq!(requests[0].sampling.max_tokens, 4);
 }
 
 #[tokio::test]
 async fn a_prompt_list_runs_one_generation_per_prompt_in_order() {
     let server = TestServer::with_script(Script::Echo);
-    let mut request = json_request(PATH, &completion(json!({"prompt": ["ab", "cde", "f"]})));
+    let mut request = json_request(
+        PATH,
+        &completion_body(PROMPT, json!({"prompt": ["ab", "cde", "f"]})),
+    );
     request
         .headers_mut()
         .insert("x-request-id", "batch".parse().unwrap());
     let reply = send(&server.router(), request).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    let texts: Vec<&str> = reply.json["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, choice)| {
-            assert_eq!(choice["index"], i);
-            choice["text"].as_str().unwrap()
-        })
-        .collect();
+    let texts = choice_texts(&reply.json);
     assert_eq!(texts, ["echo:ab", "echo:cde", "echo:f"]);
     assert_eq!(
         reply.json["usage"],
@@ -89,7 +85,7 @@ async fn token_id_prompts() {
     let reply = post_json(
         &server.router(),
         PATH,
-        completion(json!({"prompt": [1, 2, 3]})),
+        completion_body(PROMPT, json!({"prompt": [1, 2, 3]})),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -102,7 +98,7 @@ async fn token_id_prompts() {
     let reply = post_json(
         &server.router(),
         PATH,
-        completion(json!({"prompt": [[7], [8, 9]]})),
+        completion_body(PROMPT, json!({"prompt": [[7], [8, 9]]})),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -139,7 +135,7 @@ async fn bad_prompts_are_400() {
         let reply = post_json(
             &server.router(),
             PATH,
-            completion(json!({"prompt": prompt})),
+            completion_body(PROMPT, json!({"prompt": prompt})),
         )
         .await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{prompt}");
@@ -163,7 +159,12 @@ async fn unsupported_features_are_rejected_by_name() {
         (json!({"logit_bias": {"1": 5}}), "logit_bias"),
     ];
     for (extra, param) in cases {
-        let reply = post_json(&server.router(), PATH, completion(extra.clone())).await;
+        let reply = post_json(
+            &server.router(),
+            PATH,
+            completion_body(PROMPT, extra.clone()),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{extra}");
         assert_eq!(reply.json["error"]["param"], param, "{extra}");
         assert_eq!(
@@ -171,7 +172,12 @@ async fn unsupported_features_are_rejected_by_name() {
             "{extra}"
         );
     }
-    let reply = post_json(&server.router(), PATH, completion(json!({"best_of": 0}))).await;
+    let reply = post_json(
+        &server.router(),
+        PATH,
+        completion_body(PROMPT, json!({"best_of": 0})),
+    )
+    .await;
     assert_eq!(reply.json["error"]["param"], "best_of");
     assert!(reply.json["error"]["message"]
         .as_str()
@@ -181,14 +187,19 @@ async fn unsupported_features_are_rejected_by_name() {
 
     let accepted =
         json!({"echo": false, "suffix": "", "best_of": 1, "logprobs": null, "logit_bias": {}});
-    let reply = post_json(&server.router(), PATH, completion(accepted)).await;
+    let reply = post_json(&server.router(), PATH, completion_body(PROMPT, accepted)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
 
 #[tokio::test]
 async fn stream_framing() {
     let server = TestServer::new();
-    let reply = post_json(&server.router(), PATH, completion(json!({"stream": true}))).await;
+    let reply = post_json(
+        &server.router(),
+        PATH,
+        completion_body(PROMPT, json!({"stream": true})),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers[header::CONTENT_TYPE], "text/event-stream");
     let chunks = sse_chunks(&reply.text);
@@ -210,9 +221,12 @@ async fn stream_framing() {
 #[tokio::test]
 async fn streaming_several_prompts_with_usage() {
     let server = TestServer::with_script(Script::Echo);
-    let body = completion(json!({
-        "prompt": ["ab", "cde"], "stream": true, "stream_options": {"include_usage": true}
-    }));
+    let body = completion_body(
+        PROMPT,
+        json!({
+            "prompt": ["ab", "cde"], "stream": true, "stream_options": {"include_usage": true}
+        }),
+    );
     let reply = post_json(&server.router(), PATH, body).await;
     let chunks = sse_chunks(&reply.text);
     let (usage, content) = chunks.split_last().unwrap();

@@ -58,7 +58,8 @@ mod tests {
 
     use super::*;
     use crate::api::testing::{
-        delta, json_request, post_json, send, sse_chunks, Reply, Script, TestServer,
+        chat_body, completion_body, delta, json_request, post_json, send, sse_chunks, Reply,
+        Script, TestServer,
     };
     use crate::backend::BackendError;
 
@@ -66,15 +67,11 @@ mod tests {
     const COMPLETIONS: &str = "/v1/completions";
 
     fn body(path: &str, extra: Value) -> Value {
-        let mut body = if path == CHAT {
-            json!({"model": "test-model", "messages": [{"role": "user", "content": "hi"}]})
+        if path == CHAT {
+            chat_body(extra)
         } else {
-            json!({"model": "test-model", "prompt": "hi"})
-        };
-        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-            body.extend(extra.clone());
+            completion_body("hi", extra)
         }
-        body
     }
 
     async fn post_with_deadline(server: &TestServer, path: &str, raw: &str, extra: Value) -> Reply {

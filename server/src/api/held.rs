@@ -75,7 +75,7 @@ fn admitted<F: ChunkFormat>(
 ) -> (Event, Phase<F>) {
     match result {
         Ok(generations) => {
-            let served = super::count_served(state, &format.meta().model, &generations);
+            let served = super::endpoint::count_served(state, &format.meta().model, &generations);
             let comment = Event::default().comment(format!("x-inferd-backend: {served}"));
             (comment, Phase::Streaming(sse_events(format, generations)))
         }

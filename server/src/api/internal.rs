@@ -21,7 +21,7 @@ use tracing::Span;
 
 use super::error::ApiError;
 use super::json::ApiJson;
-use super::sampling::MAX_N;
+use super::params::MAX_N;
 use super::AppState;
 use crate::backend::wire::{
     WireFrame, WireRefusal, WireRequest, GENERATE_PATH, NDJSON, PROTOCOL_HEADER, PROTOCOL_VERSION,

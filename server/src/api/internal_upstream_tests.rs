@@ -13,7 +13,8 @@ use crate::api::testing::{
 };
 use crate::backend::upstream::{BreakerState, ReplicaPool, UpstreamBackend};
 use crate::backend::{
-    Backend, BackendError, FinishReason, GenEvent, Generation, ModelCard, Prompt, ToolCallDelta,
+    Backend, BackendError, FinishReason, GenEvent, GenerateRequest, Generation, ModelCard, Prompt,
+    ToolCallDelta,
 };
 use crate::config::gateway::{Discovery, ReplicaSpec, WhenNoneReady};
 
@@ -57,6 +58,16 @@ async fn gateway(replicas: &[&Replica], probe_interval: Duration) -> UpstreamBac
     backend
 }
 
+/// One generation: `generate_n` with one sample.
+async fn generate(
+    backend: &UpstreamBackend,
+    request: GenerateRequest,
+) -> Result<Generation, BackendError> {
+    let mut generations = backend.generate_n(request, 1).await?;
+    assert_eq!(generations.len(), 1, "one sample asked for");
+    Ok(generations.remove(0))
+}
+
 const LONG: Duration = Duration::from_secs(3600);
 
 async fn events(generation: Generation) -> Vec<Result<GenEvent, BackendError>> {
@@ -95,7 +106,7 @@ async fn a_generation_round_trips_exactly() {
     let replica = Replica::start(Script::Events(script.clone())).await;
     let backend = gateway(&[&replica], LONG).await;
     let request = full_request(chat("weather?"));
-    let generation = backend.generate(request.clone()).await.unwrap();
+    let generation = generate(&backend, request.clone()).await.unwrap();
     assert_eq!(generation.served_by, format!("replica:{}", replica.addr));
     assert_eq!(generation.prompt_tokens, 3);
     assert_eq!(events(generation).await, script);
@@ -145,14 +156,14 @@ async fn admission_errors_come_back_as_the_same_backend_error_without_retry() {
     let a = Replica::start(Script::Refuse(invalid.clone())).await;
     let b = Replica::start(Script::Refuse(invalid.clone())).await;
     let backend = gateway(&[&a, &b], LONG).await;
-    let error = backend.generate(full_request(chat("hi"))).await.err();
+    let error = generate(&backend, full_request(chat("hi"))).await.err();
     assert_eq!(error, Some(invalid));
     let calls = a.server.backend.requests().len() + b.server.backend.requests().len();
     assert_eq!(calls, 1, "a 400 is the request's fault: no retry");
 
     let mut unknown = full_request(chat("hi"));
     unknown.model = "no-such-model".into();
-    let error = backend.generate(unknown).await.err();
+    let error = generate(&backend, unknown).await.err();
     assert_eq!(
         error,
         Some(BackendError::ModelNotFound("no-such-model".into()))
@@ -174,7 +185,7 @@ async fn overloaded_replicas_are_all_tried_and_the_shortest_retry_after_wins() {
     }))
     .await;
     let backend = gateway(&[&a, &b], LONG).await;
-    let error = backend.generate(full_request(chat("hi"))).await.err();
+    let error = generate(&backend, full_request(chat("hi"))).await.err();
     assert_eq!(
         error,
         Some(BackendError::Overloaded {
@@ -191,8 +202,8 @@ async fn the_replica_with_fewer_outstanding_requests_gets_the_next_one() {
     let a = Replica::start(hang()).await;
     let b = Replica::start(hang()).await;
     let backend = gateway(&[&a, &b], LONG).await;
-    let first = backend.generate(full_request(chat("1"))).await.unwrap();
-    let second = backend.generate(full_request(chat("2"))).await.unwrap();
+    let first = generate(&backend, full_request(chat("1"))).await.unwrap();
+    let second = generate(&backend, full_request(chat("2"))).await.unwrap();
     assert_ne!(first.served_by, second.served_by);
     for status in backend.pool().snapshot() {
         assert_eq!(status.outstanding, 1, "{status:?}");
@@ -205,14 +216,13 @@ async fn the_replica_with_fewer_outstanding_requests_gets_the_next_one() {
         status_of(&pool, &freed_addr).outstanding == 0
     })
     .await;
-    let third = backend.generate(full_request(chat("3"))).await.unwrap();
+    let third = generate(&backend, full_request(chat("3"))).await.unwrap();
     assert_eq!(third.served_by, freed);
     // Both busy again: ties are taken in turn, so neither is starved.
     let mut seen = BTreeSet::new();
     let mut held = vec![second, third];
     for i in 0..4 {
-        let generation = backend
-            .generate(full_request(chat(&i.to_string())))
+        let generation = generate(&backend, full_request(chat(&i.to_string())))
             .await
             .unwrap();
         seen.insert(generation.served_by.clone());
@@ -230,8 +240,7 @@ async fn a_killed_replica_is_retried_on_the_survivor_before_the_first_byte() {
     let backend = gateway(&[&a, &b], LONG).await;
     a.kill().await;
     for i in 0..4 {
-        let generation = backend
-            .generate(full_request(chat(&i.to_string())))
+        let generation = generate(&backend, full_request(chat(&i.to_string())))
             .await
             .unwrap();
         assert_eq!(generation.served_by, format!("replica:{}", b.addr));
@@ -255,13 +264,13 @@ async fn a_dead_replica_opens_its_breaker_and_gets_no_more_traffic() {
     while status_of(&pool, &dead).breaker != BreakerState::Open {
         requests += 1;
         assert!(requests <= 10, "the breaker never opened");
-        let generation = backend.generate(full_request(chat("x"))).await.unwrap();
+        let generation = generate(&backend, full_request(chat("x"))).await.unwrap();
         assert_eq!(events(generation).await, hello_world());
     }
     assert_eq!(status_of(&pool, &dead).consecutive_failures, 3);
     assert_eq!(pool.ready_count(), 1);
     for _ in 0..3 {
-        let generation = backend.generate(full_request(chat("y"))).await.unwrap();
+        let generation = generate(&backend, full_request(chat("y"))).await.unwrap();
         assert_eq!(generation.served_by, format!("replica:{}", b.addr));
     }
     assert_eq!(status_of(&pool, &dead).consecutive_failures, 3, "not tried");
@@ -284,7 +293,7 @@ async fn after_open_for_a_successful_trial_closes_the_breaker() {
     while status_of(&pool, &a.addr).breaker != BreakerState::Open {
         requests += 1;
         assert!(requests <= 10, "the breaker never opened");
-        let generation = backend.generate(full_request(chat("x"))).await.unwrap();
+        let generation = generate(&backend, full_request(chat("x"))).await.unwrap();
         assert_eq!(generation.served_by, format!("replica:{}", b.addr));
     }
     a.server.backend.set_script(Script::Events(hello_world()));
@@ -294,7 +303,7 @@ async fn after_open_for_a_successful_trial_closes_the_breaker() {
     loop {
         requests += 1;
         assert!(requests <= 10, "the trial never came");
-        let generation = backend.generate(full_request(chat("y"))).await.unwrap();
+        let generation = generate(&backend, full_request(chat("y"))).await.unwrap();
         if generation.served_by == format!("replica:{}", a.addr) {
             assert_eq!(events(generation).await, hello_world());
             break;
@@ -317,7 +326,7 @@ async fn a_draining_replica_is_taken_out_by_its_probe() {
     })
     .await;
     for _ in 0..3 {
-        let generation = backend.generate(full_request(chat("x"))).await.unwrap();
+        let generation = generate(&backend, full_request(chat("x"))).await.unwrap();
         assert_eq!(generation.served_by, format!("replica:{}", b.addr));
     }
     assert!(a.server.backend.requests().is_empty());
@@ -333,7 +342,7 @@ async fn a_503_from_a_replica_takes_it_out_and_the_request_goes_elsewhere() {
     let backend = gateway(&[&a, &b], LONG).await;
     a.set_draining(true);
     for _ in 0..3 {
-        let generation = backend.generate(full_request(chat("x"))).await.unwrap();
+        let generation = generate(&backend, full_request(chat("x"))).await.unwrap();
         assert_eq!(generation.served_by, format!("replica:{}", b.addr));
         assert_eq!(events(generation).await, hello_world());
     }
@@ -347,7 +356,7 @@ async fn a_503_from_a_replica_takes_it_out_and_the_request_goes_elsewhere() {
 async fn dropping_the_callers_stream_cancels_on_the_replica() {
     let replica = Replica::start(Script::Hang(vec![Ok(delta("first"))])).await;
     let backend = gateway(&[&replica], LONG).await;
-    let mut generation = backend.generate(full_request(chat("hi"))).await.unwrap();
+    let mut generation = generate(&backend, full_request(chat("hi"))).await.unwrap();
     assert_eq!(generation.events.next().await, Some(Ok(delta("first"))));
     assert_eq!(replica.server.backend.live_streams(), 1);
     assert_eq!(backend.in_flight(), 1);
@@ -391,7 +400,7 @@ async fn dropping_some_samples_keeps_the_others_going() {
 async fn a_stream_broken_mid_way_ends_with_an_upstream_error() {
     let mut replica = Replica::start(Script::Hang(vec![Ok(delta("first"))])).await;
     let backend = gateway(&[&replica], LONG).await;
-    let mut generation = backend.generate(full_request(chat("hi"))).await.unwrap();
+    let mut generation = generate(&backend, full_request(chat("hi"))).await.unwrap();
     assert_eq!(generation.events.next().await, Some(Ok(delta("first"))));
     replica.kill().await;
     match generation.events.next().await {
@@ -411,7 +420,7 @@ async fn no_ready_replica_is_unavailable_at_once() {
     let spec = spec(Discovery::Static(Vec::new()), LONG);
     let backend = UpstreamBackend::new(card(), ReplicaPool::start("empty", &spec), &spec);
     assert!(!backend.is_ready());
-    let error = backend.generate(full_request(chat("hi"))).await.err();
+    let error = generate(&backend, full_request(chat("hi"))).await.err();
     assert_eq!(
         error,
         Some(BackendError::Unavailable(format!(
@@ -468,7 +477,7 @@ async fn dns_discovery_finds_the_replicas_of_a_name() {
     let addrs: Vec<String> = pool.snapshot().into_iter().map(|s| s.addr).collect();
     assert!(addrs.contains(&replica.addr), "{addrs:?}");
     let backend = UpstreamBackend::new(card(), pool, &spec);
-    let generation = backend.generate(full_request(chat("hi"))).await.unwrap();
+    let generation = generate(&backend, full_request(chat("hi"))).await.unwrap();
     assert_eq!(generation.served_by, format!("replica:{}", replica.addr));
     assert_eq!(events(generation).await, hello_world());
 }

@@ -17,7 +17,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
 use futures::StreamExt;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 
 use super::error::ApiError;
 
@@ -160,6 +161,18 @@ fn param_of(detail: &str) -> Option<String> {
     rest.split_once('`').map(|(field, _)| field.to_owned())
 }
 
+/// `deserialize_with` for a `#[serde(flatten)]` field, so that its errors still name the
+/// field: serde hands a flattened struct its fields outside the outer deserializer's path
+/// tracking, so without this `temperature: "hot"` would report no path (and no `param`).
+/// The message reads as for a plain field: `<path>: <serde message> at line …`.
+pub(crate) fn flattened<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    serde_path_to_error::deserialize(deserializer).map_err(D::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;
@@ -266,6 +279,29 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("missing field `model`"));
+    }
+
+    /// Type errors in the shared, flattened fields name their path like any other field.
+    #[test]
+    fn flattened_fields_keep_their_path() {
+        use crate::api::types::{ChatCompletionRequest, CompletionRequest};
+        let body = br#"{"model": "m", "prompt": "hi", "stream_options": {"include_usage": 1}}"#;
+        let error = parse::<CompletionRequest>(body)
+            .unwrap_err()
+            .envelope()
+            .error;
+        assert_eq!(error.param.as_deref(), Some("stream_options.include_usage"));
+        let expected = "stream_options.include_usage: invalid type: integer `1`";
+        assert!(error.message.starts_with(expected), "{}", error.message);
+
+        let body = br#"{"model": "m", "messages": [], "max_tokens": 1.5}"#;
+        let error = parse::<ChatCompletionRequest>(body)
+            .unwrap_err()
+            .envelope()
+            .error;
+        assert_eq!(error.param.as_deref(), Some("max_tokens"));
+        let expected = "max_tokens: invalid type: floating point `1.5`, expected i64";
+        assert!(error.message.starts_with(expected), "{}", error.message);
     }
 
     #[tokio::test]

@@ -5,12 +5,16 @@ use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::api::testing::{
-    delta_with, finished, post_json, sse_chunks, token_logprob, Script, TestServer,
+    chat_body, completion_body, delta_with, finished, post_json, sse_chunks, token_logprob, Script,
+    TestServer,
 };
 use crate::backend::{BackendError, FinishReason, GenEvent};
 
 const CHAT: &str = "/v1/chat/completions";
 const COMPLETIONS: &str = "/v1/completions";
+
+/// The prompt of `completion_body` (scripted answers do not depend on it).
+const PROMPT: &str = "Say hi";
 
 /// "Hi there" in three tokens; the second one's text is held back (a possible stop
 /// string) and released with the third.
@@ -53,29 +57,10 @@ fn chat_entries() -> [Value; 3] {
     ]
 }
 
-fn chat(extra: Value) -> Value {
-    let mut body = json!({
-        "model": "test-model",
-        "messages": [{"role": "user", "content": "Say hi"}],
-    });
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
-fn completion(extra: Value) -> Value {
-    let mut body = json!({"model": "test-model", "prompt": "Say hi"});
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
-        body.extend(extra.clone());
-    }
-    body
-}
-
 #[tokio::test]
 async fn chat_logprobs_have_the_openai_shape() {
     let server = TestServer::with_script(Script::Events(script()));
-    let body = chat(json!({"logprobs": true, "top_logprobs": 2}));
+    let body = chat_body(json!({"logprobs": true, "top_logprobs": 2}));
     let reply = post_json(&server.router(), CHAT, body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let choice = &reply.json["choices"][0];
@@ -84,7 +69,7 @@ async fn chat_logprobs_have_the_openai_shape() {
     assert_eq!(server.backend.requests()[0].sampling.logprobs, Some(2));
 
     // `logprobs: true` alone: the sampled tokens only.
-    let reply = post_json(&server.router(), CHAT, chat(json!({"logprobs": true}))).await;
+    let reply = post_json(&server.router(), CHAT, chat_body(json!({"logprobs": true}))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(server.backend.requests()[1].sampling.logprobs, Some(0));
 }
@@ -93,11 +78,16 @@ async fn chat_logprobs_have_the_openai_shape() {
 async fn logprobs_are_null_unless_asked_for() {
     // Even if a backend sent some anyway.
     let server = TestServer::with_script(Script::Events(script()));
-    let reply = post_json(&server.router(), CHAT, chat(json!({}))).await;
+    let reply = post_json(&server.router(), CHAT, chat_body(json!({}))).await;
     assert_eq!(reply.json["choices"][0]["logprobs"], Value::Null);
-    let reply = post_json(&server.router(), COMPLETIONS, completion(json!({}))).await;
+    let reply = post_json(
+        &server.router(),
+        COMPLETIONS,
+        completion_body(PROMPT, json!({})),
+    )
+    .await;
     assert_eq!(reply.json["choices"][0]["logprobs"], Value::Null);
-    let reply = post_json(&server.router(), CHAT, chat(json!({"stream": true}))).await;
+    let reply = post_json(&server.router(), CHAT, chat_body(json!({"stream": true}))).await;
     for chunk in sse_chunks(&reply.text) {
         assert_eq!(chunk["choices"][0]["logprobs"], Value::Null, "{chunk}");
     }
@@ -109,7 +99,7 @@ async fn logprobs_are_null_unless_asked_for() {
 #[tokio::test]
 async fn streamed_chat_chunks_carry_the_logprobs_of_their_delta() {
     let server = TestServer::with_script(Script::Events(script()));
-    let body = chat(json!({"logprobs": true, "top_logprobs": 2, "stream": true}));
+    let body = chat_body(json!({"logprobs": true, "top_logprobs": 2, "stream": true}));
     let reply = post_json(&server.router(), CHAT, body).await;
     assert_eq!(reply.status, StatusCode::OK);
     let choices: Vec<Value> = sse_chunks(&reply.text)
@@ -135,7 +125,7 @@ async fn completion_logprobs_have_the_openai_shape() {
     let reply = post_json(
         &server.router(),
         COMPLETIONS,
-        completion(json!({"logprobs": 2})),
+        completion_body(PROMPT, json!({"logprobs": 2})),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -160,7 +150,7 @@ async fn completion_logprobs_have_the_openai_shape() {
     let reply = post_json(
         &server.router(),
         COMPLETIONS,
-        completion(json!({"logprobs": 0})),
+        completion_body(PROMPT, json!({"logprobs": 0})),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
@@ -170,7 +160,7 @@ async fn completion_logprobs_have_the_openai_shape() {
 #[tokio::test]
 async fn streamed_completion_chunks_carry_offsets_into_the_whole_text() {
     let server = TestServer::with_script(Script::Events(script()));
-    let body = completion(json!({"logprobs": 2, "stream": true}));
+    let body = completion_body(PROMPT, json!({"logprobs": 2, "stream": true}));
     let reply = post_json(&server.router(), COMPLETIONS, body).await;
     assert_eq!(reply.status, StatusCode::OK);
     let choices: Vec<Value> = sse_chunks(&reply.text)
@@ -200,14 +190,14 @@ async fn streamed_completion_chunks_carry_offsets_into_the_whole_text() {
 #[tokio::test]
 async fn each_of_n_choices_gets_its_own_logprobs() {
     let server = TestServer::with_script(Script::Events(script()));
-    let body = chat(json!({"logprobs": true, "n": 2}));
+    let body = chat_body(json!({"logprobs": true, "n": 2}));
     let reply = post_json(&server.router(), CHAT, body).await;
     let choices = reply.json["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 2);
     for choice in choices {
         assert_eq!(choice["logprobs"]["content"].as_array().unwrap().len(), 3);
     }
-    let body = completion(json!({"logprobs": 1, "n": 2, "prompt": ["a", "b"]}));
+    let body = completion_body(PROMPT, json!({"logprobs": 1, "n": 2, "prompt": ["a", "b"]}));
     let reply = post_json(&server.router(), COMPLETIONS, body).await;
     let choices = reply.json["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 4);

@@ -13,6 +13,7 @@ mod chat;
 mod choices_tests;
 mod completions;
 mod deadline;
+mod endpoint;
 mod generation;
 mod health;
 mod held;
@@ -22,7 +23,7 @@ mod logprobs;
 mod logprobs_tests;
 pub mod metrics;
 mod models;
-mod sampling;
+mod params;
 mod stream;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -33,13 +34,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::HeaderName;
 use axum::{middleware, Extension, Router};
 
-use crate::backend::{served_by_kind, Backend, GenerateRequest, Generation, SERVED_BY_LOCAL};
+use crate::backend::Backend;
+use crate::telemetry::metrics::Metrics;
 use error::ApiError;
 use json::BodyLimit;
-use stream::{sse_response, ChunkFormat};
 
 pub use deadline::DEADLINE_HEADER;
 
@@ -54,15 +55,17 @@ pub struct AppState {
     /// Set on SIGTERM: `/ready` turns 503 and new generation requests get 503.
     pub draining: Arc<AtomicBool>,
     /// Prometheus registry served at `/metrics`.
-    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    pub fn new(backends: BTreeMap<String, Arc<dyn Backend>>) -> Self {
+    /// The state of a server over `backends` (both roles and the tests build it here);
+    /// not draining.
+    pub fn new(backends: BTreeMap<String, Arc<dyn Backend>>, metrics: Arc<Metrics>) -> Self {
         AppState {
             backends: Arc::new(backends),
             draining: Arc::new(AtomicBool::new(false)),
-            metrics: crate::telemetry::metrics::Metrics::new(),
+            metrics,
         }
     }
 
@@ -85,16 +88,13 @@ impl AppState {
     }
 }
 
-/// The whole API: per-resource routers merged here, OpenAI-shaped 404/405, the body
-/// limit (413 beyond `max_body_bytes`) and the request-id middleware around everything.
+/// The whole API: the route groups merged here, OpenAI-shaped 404/405, the body limit
+/// (413 beyond `max_body_bytes`) and the request-id middleware around everything.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
-        .merge(chat::routes())
-        .merge(completions::routes())
-        .merge(models::routes())
-        .merge(health::routes())
-        .merge(internal::routes())
-        .merge(metrics::routes())
+        .merge(public_routes())
+        .merge(ops_routes())
+        .merge(internal_routes())
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -102,6 +102,27 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(Extension(BodyLimit(max_body_bytes)))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
+}
+
+/// `/v1/*`: the OpenAI surface clients call (the group that client auth and rate limits
+/// belong around).
+fn public_routes() -> Router<AppState> {
+    Router::new()
+        .merge(chat::routes())
+        .merge(completions::routes())
+        .merge(models::routes())
+}
+
+/// `/health`, `/ready` and `/metrics`: probes and scrapes, open while draining.
+fn ops_routes() -> Router<AppState> {
+    Router::new()
+        .merge(health::routes())
+        .merge(metrics::routes())
+}
+
+/// `/internal/*`: the replica's side of the gateway protocol (`backend::wire`).
+fn internal_routes() -> Router<AppState> {
+    internal::routes()
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -116,57 +137,6 @@ async fn method_not_allowed(request: Request) -> ApiError {
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
     }
-}
-
-/// Which backend serves admitted generations; counts the request for that backend kind.
-fn count_served(state: &AppState, model: &str, generations: &[Generation]) -> String {
-    let served = generations
-        .first()
-        .map_or(SERVED_BY_LOCAL, |g| g.served_by.as_str())
-        .to_owned();
-    state
-        .metrics
-        .inc_backend_request(model, served_by_kind(&served));
-    served
-}
-
-/// `x-inferd-backend` for admitted generations (and the per-backend request count).
-fn served_by(
-    state: &AppState,
-    model: &str,
-    generations: &[Generation],
-) -> [(HeaderName, HeaderValue); 1] {
-    let served = count_served(state, model, generations);
-    let value = HeaderValue::from_str(&served).unwrap_or(HeaderValue::from_static("unknown"));
-    [(BACKEND_HEADER, value)]
-}
-
-/// Admits and answers a streaming request. Refusals become the HTTP status, unless the
-/// backend may hold requests (the gateway, see [`held`]) and admission outlasts its
-/// keep-alive interval.
-async fn respond_streaming<F: ChunkFormat>(
-    state: &AppState,
-    backend: Arc<dyn Backend>,
-    requests: Vec<GenerateRequest>,
-    n: usize,
-    format: F,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
-    let keepalive = backend.admission_keepalive();
-    let mut admission: futures::future::BoxFuture<'static, _> =
-        Box::pin(async move { generation::admit(backend.as_ref(), requests, n).await });
-    let result = match keepalive {
-        None => admission.await,
-        Some(interval) => tokio::select! {
-            result = &mut admission => result,
-            _ = tokio::time::sleep(interval) => {
-                return Ok(held::held_response(state.clone(), format, admission, interval));
-            }
-        },
-    };
-    let generations = result?;
-    let served = served_by(state, &format.meta().model, &generations);
-    Ok((served, sse_response(format, generations)).into_response())
 }
 
 /// Adds the model and the client's `user` to the request span (and so to its log lines).

@@ -1,7 +1,7 @@
 //! Server-sent events for `stream: true`.
 //!
-//! One driver turns the admitted generations of a request into SSE events; chat and
-//! completions differ only in how a chunk looks ([`ChunkFormat`]). Order of events:
+//! One driver turns the admitted generations of a request into SSE events; endpoints
+//! differ only in how a chunk looks ([`ChunkFormat`]). Order of events:
 //! each choice's opening chunk (chat: the role delta), one chunk per backend delta (its
 //! text and, when asked for, its tokens' logprobs), one chunk per choice with its
 //! `finish_reason`, the usage chunk when asked for, then `data: [DONE]`. Choices
@@ -27,7 +27,7 @@ use tracing::Span;
 use super::error::ApiError;
 use super::generation::response_usage;
 use super::logprobs::TextOffsets;
-use super::types::UsageOut;
+use super::types::{Chunk, UsageOut};
 use crate::backend::{
     BackendError, FinishReason, GenEvent, Generation, TokenLogprob, ToolCallDelta, Usage,
 };
@@ -46,9 +46,27 @@ pub(crate) struct ChunkMeta {
 }
 
 impl ChunkMeta {
-    /// `"usage": null` on every chunk when the client asked for usage, absent otherwise.
-    pub(crate) fn usage_placeholder(&self) -> Option<Option<UsageOut>> {
-        self.include_usage.then_some(None)
+    /// A chunk of this response with `object`, `choices` and `usage`.
+    pub(crate) fn chunk<C: Serialize>(
+        &self,
+        object: &'static str,
+        choices: Vec<C>,
+        usage: Option<Option<UsageOut>>,
+    ) -> Event {
+        json_event(&Chunk {
+            id: &self.id,
+            object,
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        })
+    }
+
+    /// A chunk for one choice, with `"usage": null` when the client asked for usage (and
+    /// no `usage` otherwise).
+    pub(crate) fn choice_chunk<C: Serialize>(&self, object: &'static str, choice: C) -> Event {
+        self.chunk(object, vec![choice], self.include_usage.then_some(None))
     }
 }
 
@@ -65,6 +83,8 @@ pub(crate) struct DeltaRef<'a> {
 
 /// How one kind of response writes its chunks.
 pub(crate) trait ChunkFormat: Send + 'static {
+    /// The `object` of every chunk.
+    const CHUNK_OBJECT: &'static str;
     fn meta(&self) -> &ChunkMeta;
     /// Sent for each choice before any text, if anything.
     fn opening(&self, index: usize) -> Option<Event>;
@@ -76,7 +96,11 @@ pub(crate) trait ChunkFormat: Send + 'static {
         None
     }
     /// The final `"choices": []` chunk with the usage of all choices.
-    fn usage(&self, usage: Usage) -> Event;
+    fn usage(&self, usage: Usage) -> Event {
+        let no_choices: Vec<()> = Vec::new();
+        self.meta()
+            .chunk(Self::CHUNK_OBJECT, no_choices, Some(Some(usage.into())))
+    }
 }
 
 /// Serializes a chunk into an event.

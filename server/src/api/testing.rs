@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::Router;
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::{router, AppState};
@@ -267,7 +267,7 @@ impl TestServer {
         backends.insert(TEST_MODEL.into(), backend.clone());
         TestServer {
             backend,
-            state: AppState::new(backends),
+            state: AppState::new(backends, crate::telemetry::metrics::Metrics::new()),
         }
     }
 
@@ -279,6 +279,43 @@ impl TestServer {
     pub(crate) fn router(&self) -> Router {
         router(self.state(), TEST_BODY_LIMIT)
     }
+}
+
+/// `base` with the top-level fields of `extra` set over it.
+pub(crate) fn with_fields(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    base
+}
+
+/// A chat request for `test-model` with one user message, `Say hello`, and `extra`'s
+/// fields set over it.
+pub(crate) fn chat_body(extra: Value) -> Value {
+    let base = json!({
+        "model": TEST_MODEL,
+        "messages": [{"role": "user", "content": "Say hello"}],
+    });
+    with_fields(base, extra)
+}
+
+/// A completions request for `test-model` with `prompt` and `extra`'s fields set over it.
+pub(crate) fn completion_body(prompt: &str, extra: Value) -> Value {
+    with_fields(json!({"model": TEST_MODEL, "prompt": prompt}), extra)
+}
+
+/// The `text` of each choice of a completions response, checking that choice `i` has
+/// index `i`.
+pub(crate) fn choice_texts(body: &Value) -> Vec<&str> {
+    let choices = body["choices"].as_array().expect("a choices array");
+    choices
+        .iter()
+        .enumerate()
+        .map(|(i, choice)| {
+            assert_eq!(choice["index"], i);
+            choice["text"].as_str().expect("a text choice")
+        })
+        .collect()
 }
 
 pub(crate) struct Reply {

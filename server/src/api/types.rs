@@ -53,14 +53,12 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// `POST /v1/chat/completions`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ChatCompletionRequest {
-    pub model: String,
-    pub messages: Vec<ChatMessageIn>,
+/// The fields every generation endpoint shares, `#[serde(flatten)]`ed into each request
+/// type and validated once (`api::params`). Fields the endpoints spell differently
+/// (`max_completion_tokens`, `logprobs`, `top_logprobs`) stay in the endpoint's type.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SamplingFields {
     pub max_tokens: Option<i64>,
-    /// Takes precedence over `max_tokens`.
-    pub max_completion_tokens: Option<i64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub top_k: Option<i64>,
@@ -75,6 +73,19 @@ pub struct ChatCompletionRequest {
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub user: Option<String>,
+    /// Known, not implemented yet: rejected when used.
+    pub logit_bias: Option<Value>,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessageIn>,
+    #[serde(flatten, deserialize_with = "super::json::flattened")]
+    pub sampling: SamplingFields,
+    /// Takes precedence over `max_tokens`.
+    pub max_completion_tokens: Option<i64>,
     pub logprobs: Option<bool>,
     /// An integer `0..=20`; kept as JSON to name the field in every error.
     pub top_logprobs: Option<Value>,
@@ -85,7 +96,6 @@ pub struct ChatCompletionRequest {
     pub functions: Option<Value>,
     pub function_call: Option<Value>,
     pub response_format: Option<Value>,
-    pub logit_bias: Option<Value>,
 }
 
 /// `POST /v1/completions`.
@@ -94,28 +104,14 @@ pub struct CompletionRequest {
     pub model: String,
     /// A string, an array of strings, an array of token ids, or an array of arrays of ids.
     pub prompt: Value,
-    pub max_tokens: Option<i64>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f64>,
-    pub seed: Option<Number>,
-    pub stop: Option<Value>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-    pub repetition_penalty: Option<f64>,
-    pub ignore_eos: Option<bool>,
-    pub n: Option<i64>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    pub user: Option<String>,
+    #[serde(flatten, deserialize_with = "super::json::flattened")]
+    pub sampling: SamplingFields,
     /// The number of alternatives per position, `0..=20` (`null`: no logprobs).
     pub logprobs: Option<Value>,
     // Known, not implemented yet: rejected when used.
     pub echo: Option<bool>,
     pub suffix: Option<String>,
     pub best_of: Option<i64>,
-    pub logit_bias: Option<Value>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -194,14 +190,28 @@ impl Serialize for TopLogprobMap {
     }
 }
 
+/// A whole (non-streamed) response: `choices` are the endpoint's choice shape.
 #[derive(Clone, Debug, Serialize)]
-pub struct ChatCompletion {
-    pub id: String,
+pub struct Completion<'a, C> {
+    pub id: &'a str,
     pub object: &'static str,
     pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChatChoice>,
+    pub model: &'a str,
+    pub choices: Vec<C>,
     pub usage: UsageOut,
+}
+
+/// One SSE chunk of a stream. `usage` is absent unless the client asked for
+/// `stream_options.include_usage`; then it is `null` on every chunk but the last.
+#[derive(Clone, Debug, Serialize)]
+pub struct Chunk<'a, C> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<C>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Option<UsageOut>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -256,19 +266,6 @@ pub struct FunctionChunk<'a> {
     pub arguments: &'a str,
 }
 
-/// One SSE chunk of a chat stream. `usage` is absent unless the client asked for
-/// `stream_options.include_usage`; then it is `null` on every chunk but the last.
-#[derive(Clone, Debug, Serialize)]
-pub struct ChatChunk<'a> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: &'a str,
-    pub choices: Vec<ChatChunkChoice<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Option<UsageOut>>,
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct ChatChunkChoice<'a> {
     pub index: usize,
@@ -290,34 +287,12 @@ pub struct ChatDelta<'a> {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct TextCompletion {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<TextChoice>,
-    pub usage: UsageOut,
-}
-
-#[derive(Clone, Debug, Serialize)]
 pub struct TextChoice {
     pub index: usize,
     pub text: String,
     /// `null` unless the client asked for logprobs.
     pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: &'static str,
-}
-
-/// One SSE chunk of a completions stream (same `usage` rule as [`ChatChunk`]).
-#[derive(Clone, Debug, Serialize)]
-pub struct TextChunk<'a> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: &'a str,
-    pub choices: Vec<TextChunkChoice<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Option<UsageOut>>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -1,27 +1,20 @@
-//! Tests of the shared request fields (`api::sampling`), directly and through the router.
+//! Tests of the shared generation parameters (`api::params`), directly and through the
+//! router.
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::api::testing::{post_json, TestServer};
+use crate::api::testing::{chat_body, completion_body, post_json, with_fields, TestServer};
 
 fn validate(fields: Value) -> Result<GenerationOptions, ApiError> {
-    let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-    if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
-        body.extend(fields.clone());
-    }
-    let request: crate::api::types::ChatCompletionRequest = serde_json::from_value(body).unwrap();
-    crate::api::chat::common_params(&request).validate()
+    let request = serde_json::from_value(chat_body(fields)).unwrap();
+    crate::api::chat::options(&request)
 }
 
 fn validate_completion(fields: Value) -> Result<GenerationOptions, ApiError> {
-    let mut body = json!({"model": "m", "prompt": "hi"});
-    if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
-        body.extend(fields.clone());
-    }
-    let request: crate::api::types::CompletionRequest = serde_json::from_value(body).unwrap();
-    crate::api::completions::common_params(&request).validate()
+    let request = serde_json::from_value(completion_body("hi", fields)).unwrap();
+    crate::api::completions::options(&request)
 }
 
 #[test]
@@ -282,10 +275,7 @@ fn range_cases() -> Vec<(Value, &'static str, &'static str)> {
 async fn expect_400(path: &str, base: Value, cases: &[(Value, &str, &str)]) {
     let server = TestServer::new();
     for (fields, param, needle) in cases {
-        let mut body = base.clone();
-        if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
-            body.extend(fields.clone());
-        }
+        let body = with_fields(base.clone(), fields.clone());
         let reply = post_json(&server.router(), path, body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path} {fields}");
         let error = &reply.json["error"];

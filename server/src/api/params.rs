@@ -1,10 +1,11 @@
-//! The request fields chat and completions share: range checks and the mapping to the
+//! Validation of the generation parameters every endpoint shares ([`SamplingFields`] plus
+//! the two the endpoints spell differently): range checks and the mapping to the
 //! backend's `SamplingParams`, `n`, logprobs, stop strings and streaming options.
 
 use serde_json::{Number, Value};
 
 use super::error::ApiError;
-use super::types::StreamOptions;
+use super::types::SamplingFields;
 use crate::backend::{SamplingParams, SetByClient};
 
 /// Most stop strings one request may carry.
@@ -22,28 +23,6 @@ pub(crate) const MAX_TOP_LOGPROBS: usize = 20;
 /// `max_tokens + 1` can never overflow anywhere downstream.
 pub(crate) const UNSET_MAX_TOKENS: usize = u32::MAX as usize;
 
-/// The shared fields of one request, borrowed from the wire type.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct CommonParams<'a> {
-    /// The field that set the limit (`max_completion_tokens` or `max_tokens`) and its value.
-    pub max_tokens: Option<(&'static str, i64)>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f64>,
-    pub seed: Option<&'a Number>,
-    pub stop: Option<&'a Value>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-    pub repetition_penalty: Option<f64>,
-    pub ignore_eos: Option<bool>,
-    pub n: Option<i64>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    pub logit_bias: Option<&'a Value>,
-    pub logprobs: LogprobsParams<'a>,
-}
-
 /// How the request asks for logprobs: the two endpoints spell it differently.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum LogprobsParams<'a> {
@@ -56,13 +35,7 @@ pub(crate) enum LogprobsParams<'a> {
     Completion(Option<&'a Value>),
 }
 
-impl Default for LogprobsParams<'_> {
-    fn default() -> Self {
-        LogprobsParams::Completion(None)
-    }
-}
-
-/// What the shared fields become once validated.
+/// What the parameters become once validated.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct GenerationOptions {
     pub sampling: SamplingParams,
@@ -76,11 +49,17 @@ pub(crate) struct GenerationOptions {
     pub set_by_client: SetByClient,
 }
 
-impl CommonParams<'_> {
-    pub(crate) fn validate(&self) -> Result<GenerationOptions, ApiError> {
+impl SamplingFields {
+    /// Validates the request's parameters. `max_completion_tokens` (chat only; `None` for
+    /// other endpoints) wins over `max_tokens`, which is then not checked.
+    pub(crate) fn validate(
+        &self,
+        max_completion_tokens: Option<i64>,
+        logprobs: LogprobsParams<'_>,
+    ) -> Result<GenerationOptions, ApiError> {
         let n = check_n(self.n)?;
-        let logprobs = self.logprobs.validate()?;
-        if let Some(bias) = self.logit_bias {
+        let logprobs = logprobs.validate()?;
+        if let Some(bias) = &self.logit_bias {
             let empty = bias.is_null() || bias.as_object().is_some_and(|map| map.is_empty());
             if !empty {
                 return Err(ApiError::unsupported("logit_bias", ""));
@@ -98,7 +77,11 @@ impl CommonParams<'_> {
             .and_then(|options| options.include_usage)
             .unwrap_or(false);
 
-        let (max_tokens, max_tokens_explicit) = match self.max_tokens {
+        let max_tokens = match (max_completion_tokens, self.max_tokens) {
+            (Some(value), _) => Some(("max_completion_tokens", value)),
+            (None, value) => value.map(|value| ("max_tokens", value)),
+        };
+        let (max_tokens, max_tokens_explicit) = match max_tokens {
             None => (UNSET_MAX_TOKENS, false),
             Some((param, value)) if value < 1 => {
                 return Err(ApiError::invalid(
@@ -116,7 +99,7 @@ impl CommonParams<'_> {
             top_k: top_k(self.top_k)?,
             top_p: above_zero("top_p", self.top_p, 1.0)?.unwrap_or(1.0),
             min_p: closed("min_p", self.min_p, 0.0, 1.0)?.unwrap_or(0.0),
-            seed: self.seed.map(seed).transpose()?,
+            seed: self.seed.as_ref().map(seed).transpose()?,
             presence_penalty: closed("presence_penalty", self.presence_penalty, -2.0, 2.0)?
                 .unwrap_or(0.0),
             frequency_penalty: closed("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?
@@ -131,7 +114,7 @@ impl CommonParams<'_> {
             sampling,
             n,
             max_tokens_explicit,
-            stop: stop_strings(self.stop)?,
+            stop: stop_strings(self.stop.as_ref())?,
             stream,
             include_usage,
             set_by_client: SetByClient {
@@ -293,5 +276,5 @@ fn stop_strings(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
 }
 
 #[cfg(test)]
-#[path = "sampling_tests.rs"]
+#[path = "params_tests.rs"]
 mod tests;
