@@ -10,6 +10,8 @@
 pub mod bedrock;
 pub mod local;
 pub mod policy;
+#[cfg(test)]
+pub(crate) mod testing;
 mod types;
 pub mod upstream;
 pub mod wire;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
+use super::super::testing::{finished, hello_world, Script, ScriptedBackend};
 use super::*;
-use crate::api::testing::{finished, hello_world, Script, ScriptedBackend};
 use crate::backend::{FinishReason, Prompt, SamplingParams};
 
 fn request() -> GenerateRequest {
