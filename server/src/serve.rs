@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::api::{self, AppState};
 use crate::backend::local::LocalBackend;
@@ -17,16 +17,18 @@ use crate::cli::ServeArgs;
 use crate::config::{self, KvCacheSize, ModelSpec, ResolvedModel};
 use crate::engine::{self, EngineConfig};
 use crate::model::loader::{self, LoadOptions};
-use crate::model::{CausalLm, KvCache, ModelShape};
+use crate::model::{KvCache, Model, ModelShape};
 use crate::telemetry::metrics::Metrics;
 
 /// Default KV cache when `models.toml` sets none: 1 GiB, and never less than one full context.
 const DEFAULT_KV_BYTES: u64 = 1 << 30;
 
-/// Works out the engine limits from the catalog entry and the loaded model.
+/// Works out the engine limits from the catalog entry, the loaded model and the dtype of
+/// its KV cache.
 pub fn engine_config(
     spec: &ModelSpec,
     shape: &ModelShape,
+    kv_dtype: DType,
     eos_token_ids: Vec<u32>,
 ) -> anyhow::Result<EngineConfig> {
     let l = &spec.limits;
@@ -39,7 +41,7 @@ pub fn engine_config(
         );
     }
     let bs = l.block_size;
-    let per_token = shape.kv_bytes_per_token() as u64;
+    let per_token = shape.kv_bytes_per_token(kv_dtype) as u64;
     let tokens = match l.kv_cache {
         Some(KvCacheSize::Tokens(t)) => t,
         Some(KvCacheSize::Bytes(b)) => (b / per_token) as usize,
@@ -71,10 +73,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Loads one model and starts its engine.
+/// Loads one model onto `device` in `dtype` (weights, activations, KV cache) and starts
+/// its engine.
 pub fn start_model(
     spec: &ModelSpec,
     device: &Device,
+    dtype: DType,
     metrics: &Metrics,
 ) -> anyhow::Result<LocalBackend> {
     let path = match config::resolve(spec).with_context(|| format!("model {:?}", spec.id))? {
@@ -84,12 +88,13 @@ pub fn start_model(
     let opts = LoadOptions {
         dequantize: spec.dequantize,
         device: device.clone(),
+        dtype,
     };
     let loaded =
         loader::load(&path, &opts).with_context(|| format!("loading model {:?}", spec.id))?;
     let shape = loaded.model.shape().clone();
-    let cfg = engine_config(spec, &shape, loaded.tokenizer.eos_token_ids.clone())?;
-    let cache = KvCache::new(&shape, cfg.num_blocks, cfg.block_size, device)?;
+    let cfg = engine_config(spec, &shape, dtype, loaded.tokenizer.eos_token_ids.clone())?;
+    let cache = KvCache::new(&shape, cfg.num_blocks, cfg.block_size, device, dtype)?;
     tracing::info!(
         model = %spec.id,
         path = %path.display(),
@@ -106,7 +111,8 @@ pub fn start_model(
         created: unix_now(),
         max_model_len: cfg.max_model_len,
     };
-    let handle = engine::spawn(Box::new(loaded.model), cache, cfg, metrics.model(&spec.id))?;
+    let Model::CausalLm(model) = loaded.model;
+    let handle = engine::spawn(model, cache, cfg, metrics.model(&spec.id))?;
     Ok(
         LocalBackend::new(card, handle, loaded.tokenizer, loaded.chat_template)
             .with_default_deadline(spec.limits.request_timeout_secs.map(Duration::from_secs)),
@@ -137,7 +143,9 @@ async fn shutdown_signal() {
 /// Runs the `serve` role until a shutdown signal and the drain complete.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = config::load_catalog(&args.models)?;
-    let device = Device::Cpu;
+    // Where every model runs, and in what precision: the CPU in f32 until the catalog
+    // names a device.
+    let (device, dtype) = (Device::Cpu, DType::F32);
     let metrics = Metrics::new();
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     for spec in &catalog.models {
@@ -152,7 +160,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let spec = spec.clone();
         let dev = device.clone();
         let m = metrics.clone();
-        let backend = tokio::task::spawn_blocking(move || start_model(&spec, &dev, &m)).await??;
+        let backend =
+            tokio::task::spawn_blocking(move || start_model(&spec, &dev, dtype, &m)).await??;
         let backend: Arc<dyn Backend> = Arc::new(backend);
         for card in backend.models() {
             backends.insert(card.id.clone(), backend.clone());

@@ -31,7 +31,7 @@ fn batched_paged_forward_matches_reference_quantized_llama() {
         .iter()
         .map(|p| ours.tokenizer.encode(p).expect("encode"))
         .collect();
-    let got = ours_batched(&ours.model, &prompts, STEPS);
+    let got = ours_batched(&*ours.model, &prompts, STEPS);
     let mut identical_runs = 0;
     for (i, prompt) in prompts.iter().enumerate() {
         let r = reference_run(&path, prompt, STEPS);
