@@ -82,6 +82,7 @@ impl Gguf<'_> {
             Err(_) => hidden / num_heads,
         };
         let max_pos = self.usize(&key("context_length"))?;
+        self.refuse_unsupported(name, max_pos)?;
         let vocab_size = match self.content.tensor_infos.get(names.embed) {
             Some(info) => info.shape.dims().first().copied().unwrap_or(0),
             None => return Err(self.weight_err(names.embed, "missing".into())),
@@ -104,6 +105,36 @@ impl Gguf<'_> {
             tie_word_embeddings: !self.contains(names.lm_head),
             dtype: self.dtype,
         })
+    }
+
+    /// Metadata and tensors that change the numerics in ways the decoder does not
+    /// implement: a sliding attention window shorter than the context, RoPE scaling.
+    fn refuse_unsupported(&self, name: &str, max_pos: usize) -> Result<(), ModelError> {
+        let window_key = format!("{name}.attention.sliding_window");
+        if self.content.metadata.contains_key(&window_key) {
+            let window = self.usize(&window_key)?;
+            if window < max_pos {
+                return Err(self.unsupported(format!(
+                    "`{window_key}` = {window} is shorter than the {max_pos}-token context; \
+                     sliding-window attention is not supported yet"
+                )));
+            }
+        }
+        let scaling_key = format!("{name}.rope.scaling.type");
+        if self.content.metadata.contains_key(&scaling_key) {
+            let kind = self.string(&scaling_key)?;
+            if kind != "none" {
+                return Err(self.unsupported(format!(
+                    "`{scaling_key}` = {kind}: RoPE scaling is not supported yet"
+                )));
+            }
+        }
+        if self.contains("rope_freqs.weight") {
+            return Err(self.unsupported(
+                "tensor `rope_freqs.weight` (llama 3 RoPE scaling) is not supported yet".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn weight_err(&self, name: &str, reason: String) -> ModelError {

@@ -16,7 +16,8 @@ use crate::model::layers::Linear;
 use crate::model::tokenizer;
 use crate::model::{Model, ModelError, ModelShape};
 
-/// The fields of an HF `config.json` the loader reads.
+/// The fields of an HF `config.json` the loader reads; keys that would change the
+/// numerics are read too, so that a value the decoder does not implement is refused.
 #[derive(Debug, Deserialize)]
 pub struct HfConfig {
     pub hidden_size: usize,
@@ -35,6 +36,14 @@ pub struct HfConfig {
     pub model_type: Option<String>,
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub mlp_bias: Option<bool>,
 }
 
 impl HfConfig {
@@ -46,6 +55,26 @@ impl HfConfig {
         };
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return Err("rope_scaling is not supported yet".into());
+        }
+        if let Some(window) = self.sliding_window {
+            if window < self.max_position_embeddings {
+                return Err(format!(
+                    "sliding_window = {window} is shorter than max_position_embeddings = {}; \
+                     sliding-window attention is not supported yet",
+                    self.max_position_embeddings
+                ));
+            }
+        }
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(format!("hidden_act `{act}` (supported: silu)"));
+        }
+        for (key, set) in [
+            ("attention_bias", self.attention_bias),
+            ("mlp_bias", self.mlp_bias),
+        ] {
+            if set == Some(true) {
+                return Err(format!("{key} = true is not supported yet"));
+            }
         }
         let spec = DecoderSpec {
             shape: ModelShape {

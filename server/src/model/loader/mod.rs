@@ -70,3 +70,6 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError +
         source,
     }
 }
+
+#[cfg(test)]
+mod tests;
