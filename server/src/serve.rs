@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::api::{self, AppState};
 use crate::backend::local::LocalBackend;
@@ -17,7 +17,7 @@ use crate::cli::ServeArgs;
 use crate::config::{self, ModelSpec, ResolvedModel};
 use crate::engine::{self, EngineConfig, ModelFacts};
 use crate::model::loader::{self, LoadOptions};
-use crate::model::{CausalLm, KvCache};
+use crate::model::{KvCache, Model};
 use crate::telemetry::metrics::Metrics;
 
 fn unix_now() -> u64 {
@@ -26,10 +26,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Loads one model and starts its engine.
+/// Loads one model onto `device` in `dtype` (weights, activations, KV cache) and starts
+/// its engine.
 pub fn start_model(
     spec: &ModelSpec,
     device: &Device,
+    dtype: DType,
     metrics: &Metrics,
 ) -> anyhow::Result<LocalBackend> {
     let path = match config::resolve(spec).with_context(|| format!("model {:?}", spec.id))? {
@@ -39,18 +41,19 @@ pub fn start_model(
     let opts = LoadOptions {
         dequantize: spec.dequantize,
         device: device.clone(),
+        dtype,
     };
     let loaded =
         loader::load(&path, &opts).with_context(|| format!("loading model {:?}", spec.id))?;
     let shape = loaded.model.shape().clone();
     let facts = ModelFacts {
         max_position_embeddings: shape.max_position_embeddings,
-        kv_bytes_per_token: shape.kv_bytes_per_token(),
+        kv_bytes_per_token: shape.kv_bytes_per_token(dtype),
         eos_token_ids: loaded.tokenizer.eos_token_ids.clone(),
     };
     let cfg = EngineConfig::resolve(&spec.limits, facts)
         .with_context(|| format!("model {:?}", spec.id))?;
-    let cache = KvCache::new(&shape, cfg.num_blocks(), cfg.block_size(), device)?;
+    let cache = KvCache::new(&shape, cfg.num_blocks(), cfg.block_size(), device, dtype)?;
     tracing::info!(
         model = %spec.id,
         path = %path.display(),
@@ -67,7 +70,8 @@ pub fn start_model(
         created: unix_now(),
         max_model_len: cfg.max_model_len,
     };
-    let handle = engine::spawn(Box::new(loaded.model), cache, cfg, metrics.model(&spec.id))?;
+    let Model::CausalLm(model) = loaded.model;
+    let handle = engine::spawn(model, cache, cfg, metrics.model(&spec.id))?;
     Ok(
         LocalBackend::new(card, handle, loaded.tokenizer, loaded.chat_template)
             .with_default_deadline(spec.limits.request_timeout_secs.map(Duration::from_secs)),
@@ -98,7 +102,9 @@ async fn shutdown_signal() {
 /// Runs the `serve` role until a shutdown signal and the drain complete.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = config::load_catalog(&args.models)?;
-    let device = Device::Cpu;
+    // Where every model runs, and in what precision: the CPU in f32 until the catalog
+    // names a device.
+    let (device, dtype) = (Device::Cpu, DType::F32);
     let metrics = Metrics::new();
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
     for spec in &catalog.models {
@@ -113,7 +119,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let spec = spec.clone();
         let dev = device.clone();
         let m = metrics.clone();
-        let backend = tokio::task::spawn_blocking(move || start_model(&spec, &dev, &m)).await??;
+        let backend =
+            tokio::task::spawn_blocking(move || start_model(&spec, &dev, dtype, &m)).await??;
         let backend: Arc<dyn Backend> = Arc::new(backend);
         for card in backend.models() {
             backends.insert(card.id.clone(), backend.clone());

@@ -4,10 +4,12 @@
 use std::fs::File;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use inferd::model::loader::{self, LoadOptions, LoadedModel};
-use inferd::model::{CausalLm, ForwardBatch, KvCache};
+use inferd::model::chat_template::ChatTemplate;
+use inferd::model::loader::{self, LoadOptions};
+use inferd::model::tokenizer::ModelTokenizer;
+use inferd::model::{CausalLm, ForwardBatch, KvCache, Model};
 
 /// Fixed prompts of different lengths and kinds.
 pub const PROMPTS: [&str; 8] = [
@@ -21,15 +23,29 @@ pub const PROMPTS: [&str; 8] = [
     "Translate to French: Good morning, how are you?",
 ];
 
-pub fn load_ours(path: &Path, dequantize: bool) -> LoadedModel {
-    loader::load(
+/// A causal LM loaded by inferd onto the CPU in f32, with its tokenizer and chat template.
+pub struct Ours {
+    pub model: Box<dyn CausalLm>,
+    pub tokenizer: ModelTokenizer,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+pub fn load_ours(path: &Path, dequantize: bool) -> Ours {
+    let loaded = loader::load(
         path,
         &LoadOptions {
             dequantize,
             device: Device::Cpu,
+            dtype: DType::F32,
         },
     )
-    .expect("load model")
+    .expect("load model");
+    let Model::CausalLm(model) = loaded.model;
+    Ours {
+        model,
+        tokenizer: loaded.tokenizer,
+        chat_template: loaded.chat_template,
+    }
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -56,6 +72,7 @@ pub fn ours_batched(
         per_seq * prompts.len(),
         block_size,
         &Device::Cpu,
+        DType::F32,
     )
     .expect("kv cache");
     // Scatter blocks: sequence i gets blocks i, i + n, i + 2n, ... (non-contiguous on purpose).

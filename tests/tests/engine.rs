@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use inferd::engine::scheduler::SchedulerConfig;
 use inferd::engine::{self, EngineConfig, GenerationRequest, SamplingParams, TokenEvent};
-use inferd::model::{CausalLm, KvCache};
+use inferd::model::KvCache;
 use inferd_tests::oracle::load_ours;
 use inferd_tests::smollm2_gguf;
 use tokio::sync::mpsc;
@@ -61,10 +61,11 @@ async fn request_arriving_mid_decode_joins_the_running_batch() {
         cfg.num_blocks(),
         cfg.block_size(),
         &Device::Cpu,
+        DType::F32,
     )
     .unwrap();
     let metrics = inferd::telemetry::metrics::Metrics::new();
-    let handle = engine::spawn(Box::new(loaded.model), cache, cfg, metrics.model("m")).unwrap();
+    let handle = engine::spawn(loaded.model, cache, cfg, metrics.model("m")).unwrap();
 
     const A_TOKENS: usize = 96;
     let (a, mut a_rx) = request("a", prompt.clone(), A_TOKENS);

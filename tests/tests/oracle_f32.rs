@@ -18,7 +18,7 @@ fn dequantized_batched_forward_matches_dequantized_reference() {
         .iter()
         .map(|p| ours.tokenizer.encode(p).expect("encode"))
         .collect();
-    let got = ours_batched(&ours.model, &prompts, STEPS);
+    let got = ours_batched(&*ours.model, &prompts, STEPS);
     for (i, prompt) in prompts.iter().enumerate() {
         let (ref_logits, ref_tokens) = reference(&path, prompt, STEPS);
         let diff = max_abs_diff(&got[i].0, &ref_logits);

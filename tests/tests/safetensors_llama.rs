@@ -192,7 +192,7 @@ fn random_llama_in_safetensors_matches_candle_transformers_llama() {
                 .unwrap(),
             vec![5, 9, 200],
         ];
-        let got = ours_batched(&ours.model, &prompts, 12);
+        let got = ours_batched(&*ours.model, &prompts, 12);
         for (i, p) in prompts.iter().enumerate() {
             let (ref_logits, ref_tokens) = reference_greedy(&dir.0, p, 12);
             let diff = max_abs_diff(&got[i].0, &ref_logits);

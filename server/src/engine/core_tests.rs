@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -127,7 +127,14 @@ fn harness(cfg: EngineConfig) -> Harness {
         block_size: cfg.block_size(),
         script: script.clone(),
     };
-    let cache = KvCache::new(&shape, cfg.num_blocks(), cfg.block_size(), &Device::Cpu).unwrap();
+    let cache = KvCache::new(
+        &shape,
+        cfg.num_blocks(),
+        cfg.block_size(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
     let (tx, rx) = sync_channel(16);
     let core = EngineCore::new(
         Box::new(model),

@@ -1,6 +1,7 @@
 //! The paged KV cache storage: per layer, K and V tensors of
 //! `[num_blocks, block_size, num_kv_heads, head_dim]`. Which block belongs to whom is the
-//! engine's business (`engine::kv`); this is only the memory.
+//! engine's business (`engine::kv`); this is only the memory, on the model's device and
+//! in the dtype its attention kernel expects.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -18,13 +19,14 @@ impl KvCache {
         num_blocks: usize,
         block_size: usize,
         device: &Device,
+        dtype: DType,
     ) -> Result<Self, ModelError> {
         let dims = (num_blocks, block_size, shape.num_kv_heads, shape.head_dim);
         let layers = (0..shape.num_layers)
             .map(|_| {
                 Ok((
-                    Tensor::zeros(dims, DType::F32, device)?,
-                    Tensor::zeros(dims, DType::F32, device)?,
+                    Tensor::zeros(dims, dtype, device)?,
+                    Tensor::zeros(dims, dtype, device)?,
                 ))
             })
             .collect::<Result<Vec<_>, ModelError>>()?;

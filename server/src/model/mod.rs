@@ -1,16 +1,21 @@
-//! Model code: shared layers, the llama family, loading, tokenizer and chat template.
-//! The model never imports tokio or axum; it sees a flat ragged batch and a paged KV cache.
+//! Model code: the shared layers (`layers/`), architectures as weight-name tables and
+//! wiring specs (`arch/`), the decoder they are built into, loading, tokenizer and chat
+//! template. The model never imports tokio or axum; it sees a flat ragged batch and a
+//! paged KV cache.
 
+pub mod arch;
 pub mod batch;
 pub mod chat_template;
+pub mod decoder;
 pub mod kv_cache;
-pub mod linear;
-pub mod llama;
+pub mod layers;
 pub mod loader;
 pub mod tokenizer;
 
 pub use batch::{ForwardBatch, Logits, SeqInBatch};
 pub use kv_cache::KvCache;
+
+use candle_core::DType;
 
 /// Shape facts the engine needs to size and address the KV cache.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,9 +31,9 @@ pub struct ModelShape {
 }
 
 impl ModelShape {
-    /// Bytes of K and V one token occupies across all layers (f32 cache).
-    pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.num_layers * self.num_kv_heads * self.head_dim * std::mem::size_of::<f32>()
+    /// Bytes of K and V one token occupies across all layers, in a cache of `dtype`.
+    pub fn kv_bytes_per_token(&self, dtype: DType) -> usize {
+        2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.size_in_bytes()
     }
 }
 
@@ -51,6 +56,12 @@ pub enum ModelError {
         key: String,
         reason: String,
     },
+    #[error("{path}: weight `{name}`: {reason}")]
+    Weight {
+        path: String,
+        name: String,
+        reason: String,
+    },
     #[error("{path}: unsupported model: {reason}")]
     Unsupported { path: String, reason: String },
     #[error("tokenizer: {0}")]
@@ -68,4 +79,18 @@ pub trait CausalLm: Send {
     /// Runs the batch: writes the new tokens' K/V into `cache` and returns the logits of
     /// the rows the batch asked for (`SeqInBatch::wants_logits`), in batch order.
     fn forward(&self, batch: &ForwardBatch, cache: &KvCache) -> Result<Logits, ModelError>;
+}
+
+/// What a loaded model is, by what it can run. Causal LMs today; an encoder (embeddings)
+/// becomes a second kind, so that every caller decides what it does with each.
+pub enum Model {
+    CausalLm(Box<dyn CausalLm>),
+}
+
+impl Model {
+    pub fn shape(&self) -> &ModelShape {
+        match self {
+            Model::CausalLm(m) => m.shape(),
+        }
+    }
 }
