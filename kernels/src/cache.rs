@@ -1,9 +1,11 @@
 //! KV-cache writes: `reshape_and_cache` scatters this step's keys and values
-//! into their slots of the paged cache, in place.
+//! into their slots of the paged cache, in place. The public entry points,
+//! their checks and the composed reference; the CPU body is `cpu::cache`.
 
 use candle_core::{CpuStorage, DType, InplaceOp3, Layout, Tensor};
 
-use crate::{check, check_value_cache, f32_slice, shape_err, u32_slice, KernelError, Result};
+use crate::cpu::{self, f32_slice, u32_slice};
+use crate::{check, check_value_cache, shape_err, KernelError, Result};
 
 const OP: &str = "reshape_and_cache";
 
@@ -76,7 +78,8 @@ fn validate(
 }
 
 /// In-place scatter of `src [num_tokens, row]` rows into `dst [num_slots, row]`
-/// at the rows named by `slots [num_tokens]`.
+/// at the rows named by `slots [num_tokens]`; each device's `*_fwd` hands the
+/// checked operands to that device's body.
 struct ScatterRows {
     row: usize,
 }
@@ -104,15 +107,7 @@ impl InplaceOp3 for ScatterRows {
             CpuStorage::F32(v) => &mut v[a..b],
             _ => candle_core::bail!("reshape_and_cache: cache must be f32"),
         };
-        let row = self.row;
-        for (t, &slot) in slots.iter().enumerate() {
-            let start = slot as usize * row;
-            if start + row > dst.len() {
-                candle_core::bail!("reshape_and_cache: slot {slot} out of range");
-            }
-            dst[start..start + row].copy_from_slice(&src[t * row..(t + 1) * row]);
-        }
-        Ok(())
+        cpu::cache::scatter_rows(dst, src, slots, self.row)
     }
 }
 

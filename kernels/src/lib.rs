@@ -2,6 +2,15 @@
 //! linear layer, each with a fast CPU body and a composed "slow" reference
 //! (plain candle tensor ops) that serves as its executable specification.
 //!
+//! # Code layout
+//!
+//! `attention`, `cache` and `linear` hold the device-neutral part of each op:
+//! the public functions, their dtype/shape/layout checks and typed errors,
+//! the composed reference, and the candle op whose `cpu_fwd` hands the
+//! checked operands to the CPU body in `cpu/`. A CUDA device adds a `cuda/`
+//! module beside `cpu/` (behind the `cuda` feature) and a `cuda_fwd` on each
+//! op; the public functions and their checks stay as they are.
+//!
 //! # Layout conventions
 //!
 //! All float tensors are `f32`, all index tensors are `u32`, and every tensor
@@ -41,11 +50,13 @@
 
 mod attention;
 mod cache;
+mod cpu;
 mod linear;
 
 pub use attention::{paged_attention, paged_attention_slow};
 pub use cache::{reshape_and_cache, reshape_and_cache_slow};
-pub use linear::{linear, linear_slow, linear_with, Isa};
+pub use cpu::Isa;
+pub use linear::{linear, linear_slow, linear_with};
 
 use candle_core::{DType, Tensor};
 
@@ -168,37 +179,5 @@ pub(crate) fn shape_err(
         name,
         expected,
         got: t.dims().to_vec(),
-    }
-}
-
-/// The contiguous `f32` data of a CPU storage, as a slice covering `layout`.
-pub(crate) fn f32_slice<'a>(
-    s: &'a candle_core::CpuStorage,
-    l: &candle_core::Layout,
-) -> candle_core::Result<&'a [f32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::msg("inferd-kernels: non-contiguous operand"))?;
-    match s {
-        candle_core::CpuStorage::F32(v) => Ok(&v[a..b]),
-        _ => Err(candle_core::Error::msg(
-            "inferd-kernels: expected f32 storage",
-        )),
-    }
-}
-
-/// The contiguous `u32` data of a CPU storage, as a slice covering `layout`.
-pub(crate) fn u32_slice<'a>(
-    s: &'a candle_core::CpuStorage,
-    l: &candle_core::Layout,
-) -> candle_core::Result<&'a [u32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::msg("inferd-kernels: non-contiguous operand"))?;
-    match s {
-        candle_core::CpuStorage::U32(v) => Ok(&v[a..b]),
-        _ => Err(candle_core::Error::msg(
-            "inferd-kernels: expected u32 storage",
-        )),
     }
 }

@@ -6,23 +6,23 @@ use super::OP;
 use crate::{check, check_value_cache, shape_err, KernelError, Result};
 
 /// Validated dimensions and host copies of the (small) index tensors.
-pub(super) struct Meta {
-    pub(super) num_tokens: usize,
-    pub(super) num_heads: usize,
-    pub(super) head_dim: usize,
-    pub(super) num_kv_heads: usize,
-    pub(super) block_size: usize,
-    pub(super) max_blocks: usize,
-    pub(super) block_tables: Vec<u32>,
-    pub(super) context_lens: Vec<u32>,
-    pub(super) query_start_loc: Vec<u32>,
+pub(crate) struct Meta {
+    pub(crate) num_tokens: usize,
+    pub(crate) num_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) num_kv_heads: usize,
+    pub(crate) block_size: usize,
+    pub(crate) max_blocks: usize,
+    pub(crate) block_tables: Vec<u32>,
+    pub(crate) context_lens: Vec<u32>,
+    pub(crate) query_start_loc: Vec<u32>,
 }
 
 fn invalid(reason: String) -> KernelError {
     KernelError::Invalid { op: OP, reason }
 }
 
-pub(super) fn validate(
+pub(crate) fn validate(
     query: &Tensor,
     key_cache: &Tensor,
     value_cache: &Tensor,

@@ -3,8 +3,8 @@
 //! Per-row arithmetic, identical whichever register tile or lane a row lands
 //! in (rows never mix):
 //! * score: lane `l` accumulates `q[8i + l] * k[8i + l]` by FMA over `i`
-//!   ascending, lanes reduce as `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`,
-//!   then `* scale`;
+//!   ascending, lanes reduce by [`hsum4_pairs`]
+//!   (`((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`), then `* scale`;
 //! * softmax (8 rows at a time, one per lane): masked keys become `-inf`,
 //!   running max over the keys in order, `c = exp8(m - m')`,
 //!   `p_t = exp8(s_t - m')`, `sum` over `t` ascending, `l = fma(l, c, sum)`;
@@ -16,7 +16,8 @@
 use std::arch::x86_64::*;
 
 use super::scalar::{EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
-use super::{Kernel, Rows};
+use super::{Kernel, KvRows, Rows, Widths};
+use crate::cpu::dot::avx2::hsum4_pairs;
 
 /// The AVX2 kernel; only constructible on a CPU with AVX2 and FMA.
 pub(super) struct Avx2(());
@@ -57,14 +58,6 @@ pub(super) unsafe fn exp8(x: __m256) -> __m256 {
     _mm256_andnot_ps(tiny, y)
 }
 
-/// Lane sums of four vectors, each as `((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn reduce4(a: [__m256; 4]) -> __m128 {
-    let u = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    _mm_add_ps(_mm256_castps256_ps128(u), _mm256_extractf128_ps::<1>(u))
-}
-
 /// Scores of `R` rows × `NK` keys (`NK` is 4, or 1 for a ragged tail).
 ///
 /// # Safety
@@ -72,16 +65,15 @@ unsafe fn reduce4(a: [__m256; 4]) -> __m128 {
 /// `s + r * kw` for `NK` writes; AVX2 and FMA present.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn score_tile<const R: usize, const NK: usize>(
+    w: Widths,
     q: *const f32,
-    d: usize,
     k: *const f32,
     ks: usize,
     scale: f32,
     s: *mut f32,
-    kw: usize,
 ) {
+    let (d, kw) = (w.d, w.kw);
     let mut acc = [[_mm256_setzero_ps(); NK]; R];
     for i in (0..d).step_by(8) {
         let mut kv = [_mm256_setzero_ps(); NK];
@@ -97,7 +89,7 @@ unsafe fn score_tile<const R: usize, const NK: usize>(
     }
     for (r, row) in acc.iter().enumerate() {
         let four = std::array::from_fn(|t| row[t.min(NK - 1)]);
-        let sums = _mm_mul_ps(reduce4(four), _mm_set1_ps(scale));
+        let sums = _mm_mul_ps(hsum4_pairs(four), _mm_set1_ps(scale));
         let mut tmp = [0f32; 4];
         _mm_storeu_ps(tmp.as_mut_ptr(), sums);
         std::ptr::copy_nonoverlapping(tmp.as_ptr(), s.add(r * kw), NK);
@@ -111,17 +103,16 @@ unsafe fn score_tile<const R: usize, const NK: usize>(
 /// reads, `c` for `R`, `v + t * vs` for `8 * C` reads (`t < cnt`); AVX2/FMA.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn pv_tile<const R: usize, const C: usize>(
+    w: Widths,
     acc: *mut f32,
-    d: usize,
     p: *const f32,
-    kw: usize,
     c: *const f32,
     v: *const f32,
     vs: usize,
     cnt: usize,
 ) {
+    let (d, kw) = (w.d, w.kw);
     let mut a = [[_mm256_setzero_ps(); C]; R];
     for (r, row) in a.iter_mut().enumerate() {
         let cr = _mm256_set1_ps(*c.add(r));
@@ -135,9 +126,9 @@ unsafe fn pv_tile<const R: usize, const C: usize>(
             *x = _mm256_loadu_ps(v.add(t * vs + 8 * j));
         }
         for (r, row) in a.iter_mut().enumerate() {
-            let w = _mm256_set1_ps(*p.add(r * kw + t));
+            let pt = _mm256_set1_ps(*p.add(r * kw + t));
             for (x, y) in row.iter_mut().zip(&vv) {
-                *x = _mm256_fmadd_ps(w, *y, *x);
+                *x = _mm256_fmadd_ps(pt, *y, *x);
             }
         }
     }
@@ -180,21 +171,13 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 }
 
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn scores(
-    q: &[f32],
-    rows: usize,
-    k: &[f32],
-    ks: usize,
-    nk: usize,
-    sc: f32,
-    s: &mut [f32],
-    kw: usize,
-) {
-    let d = q.len() / rows;
-    assert!(q.len() == rows * d && d.is_multiple_of(8) && (rows - 1) * kw + nk <= s.len());
-    assert!(nk >= 1 && (nk - 1) * ks + d <= k.len());
-    let (q, k, s) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
+unsafe fn scores(w: Widths, q: &[f32], k: KvRows<'_>, sc: f32, s: &mut [f32]) {
+    let (d, kw, ks, nk) = (w.d, w.kw, k.stride, k.n);
+    let rows = q.len() / d;
+    assert!(rows >= 1 && q.len() == rows * d && d.is_multiple_of(8));
+    assert!((rows - 1) * kw + nk <= s.len());
+    assert!(nk >= 1 && (nk - 1) * ks + d <= k.data.len());
+    let (q, k, s) = (q.as_ptr(), k.data.as_ptr(), s.as_mut_ptr());
     // The asserts above bound every access of the tiles.
     let mut r = 0;
     while r < rows {
@@ -204,10 +187,10 @@ unsafe fn scores(
         while t < nk {
             let (kt, st) = (k.add(t * ks), sr.add(t));
             match (two, nk - t >= 4) {
-                (true, true) => score_tile::<2, 4>(qr, d, kt, ks, sc, st, kw),
-                (true, false) => score_tile::<2, 1>(qr, d, kt, ks, sc, st, kw),
-                (false, true) => score_tile::<1, 4>(qr, d, kt, ks, sc, st, kw),
-                (false, false) => score_tile::<1, 1>(qr, d, kt, ks, sc, st, kw),
+                (true, true) => score_tile::<2, 4>(w, qr, kt, ks, sc, st),
+                (true, false) => score_tile::<2, 1>(w, qr, kt, ks, sc, st),
+                (false, true) => score_tile::<1, 4>(w, qr, kt, ks, sc, st),
+                (false, false) => score_tile::<1, 1>(w, qr, kt, ks, sc, st),
             }
             t += if nk - t >= 4 { 4 } else { 1 };
         }
@@ -274,21 +257,12 @@ unsafe fn softmax(kw: usize, x: Rows<'_>, tmp: &mut [f32]) {
 }
 
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pv(
-    acc: &mut [f32],
-    p: &[f32],
-    kw: usize,
-    c: &[f32],
-    rows: usize,
-    v: &[f32],
-    vs: usize,
-    cnt: usize,
-) {
-    let d = acc.len() / rows;
-    assert!(acc.len() == rows * d && d.is_multiple_of(8) && c.len() >= rows);
-    assert!(cnt >= 1 && (rows - 1) * kw + cnt <= p.len() && (cnt - 1) * vs + d <= v.len());
-    let (acc, p, c, v) = (acc.as_mut_ptr(), p.as_ptr(), c.as_ptr(), v.as_ptr());
+unsafe fn pv(w: Widths, acc: &mut [f32], p: &[f32], c: &[f32], v: KvRows<'_>) {
+    let (d, kw, vs, cnt) = (w.d, w.kw, v.stride, v.n);
+    let rows = acc.len() / d;
+    assert!(rows >= 1 && acc.len() == rows * d && d.is_multiple_of(8) && c.len() >= rows);
+    assert!(cnt >= 1 && (rows - 1) * kw + cnt <= p.len() && (cnt - 1) * vs + d <= v.data.len());
+    let (acc, p, c, v) = (acc.as_mut_ptr(), p.as_ptr(), c.as_ptr(), v.data.as_ptr());
     // The asserts above bound every access of the tiles.
     let mut r = 0;
     while r < rows {
@@ -298,10 +272,10 @@ unsafe fn pv(
         while j < d {
             let (aj, vj) = (ar.add(j), v.add(j));
             match (two, d - j >= 32) {
-                (true, true) => pv_tile::<2, 4>(aj, d, pr, kw, cr, vj, vs, cnt),
-                (true, false) => pv_tile::<2, 1>(aj, d, pr, kw, cr, vj, vs, cnt),
-                (false, true) => pv_tile::<1, 4>(aj, d, pr, kw, cr, vj, vs, cnt),
-                (false, false) => pv_tile::<1, 1>(aj, d, pr, kw, cr, vj, vs, cnt),
+                (true, true) => pv_tile::<2, 4>(w, aj, pr, cr, vj, vs, cnt),
+                (true, false) => pv_tile::<2, 1>(w, aj, pr, cr, vj, vs, cnt),
+                (false, true) => pv_tile::<1, 4>(w, aj, pr, cr, vj, vs, cnt),
+                (false, false) => pv_tile::<1, 1>(w, aj, pr, cr, vj, vs, cnt),
             }
             j += if d - j >= 32 { 32 } else { 8 };
         }
@@ -310,19 +284,9 @@ unsafe fn pv(
 }
 
 impl Kernel for Avx2 {
-    fn scores(
-        &self,
-        q: &[f32],
-        rows: usize,
-        k: &[f32],
-        ks: usize,
-        nk: usize,
-        scale: f32,
-        s: &mut [f32],
-        kw: usize,
-    ) {
+    fn scores(&self, w: Widths, q: &[f32], k: KvRows<'_>, scale: f32, s: &mut [f32]) {
         // SAFETY: an `Avx2` exists only where AVX2 and FMA were detected.
-        unsafe { scores(q, rows, k, ks, nk, scale, s, kw) }
+        unsafe { scores(w, q, k, scale, s) }
     }
 
     fn softmax(&self, kw: usize, rows: Rows<'_>, tmp: &mut [f32]) {
@@ -330,18 +294,8 @@ impl Kernel for Avx2 {
         unsafe { softmax(kw, rows, tmp) }
     }
 
-    fn pv(
-        &self,
-        acc: &mut [f32],
-        p: &[f32],
-        kw: usize,
-        c: &[f32],
-        rows: usize,
-        v: &[f32],
-        vs: usize,
-        cnt: usize,
-    ) {
+    fn pv(&self, w: Widths, acc: &mut [f32], p: &[f32], c: &[f32], v: KvRows<'_>) {
         // SAFETY: as above.
-        unsafe { pv(acc, p, kw, c, rows, v, vs, cnt) }
+        unsafe { pv(w, acc, p, c, v) }
     }
 }

@@ -3,7 +3,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::{scalar, validate, PagedAttention};
+use super::scalar;
+use crate::attention::{meta::validate, PagedAttention};
 use crate::Isa;
 
 /// Worst relative error of `f` against `f32::exp` over `[-87, 88]` (uniform)

@@ -1,7 +1,8 @@
 //! Portable kernel and the polynomial `exp` shared (operation for operation)
 //! with the AVX2 path.
 
-use super::{Kernel, Rows};
+use super::{Kernel, KvRows, Rows, Widths};
+use crate::cpu::dot::dot_fold_pairs;
 
 /// `log2(e)`.
 pub(super) const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -47,44 +48,14 @@ pub(super) fn exp(x: f32) -> f32 {
     }
 }
 
-/// Dot product with a fixed order: 8 lane accumulators (lane = index mod 8),
-/// reduced as `((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7))`; auto-vectorizes.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (at, bt) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
-        acc[l] += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
-
 /// Portable kernel: one row at a time, keys in order.
 pub(super) struct Scalar;
 
 impl Kernel for Scalar {
-    fn scores(
-        &self,
-        q: &[f32],
-        rows: usize,
-        k: &[f32],
-        ks: usize,
-        nk: usize,
-        scale: f32,
-        s: &mut [f32],
-        kw: usize,
-    ) {
-        let d = q.len() / rows;
-        for r in 0..rows {
-            let qr = &q[r * d..(r + 1) * d];
-            for t in 0..nk {
-                s[r * kw + t] = dot(qr, &k[t * ks..t * ks + d]) * scale;
+    fn scores(&self, w: Widths, q: &[f32], k: KvRows<'_>, scale: f32, s: &mut [f32]) {
+        for (r, qr) in q.chunks_exact(w.d).enumerate() {
+            for t in 0..k.n {
+                s[r * w.kw + t] = dot_fold_pairs(qr, k.row(t, w.d)) * scale;
             }
         }
     }
@@ -107,27 +78,15 @@ impl Kernel for Scalar {
         }
     }
 
-    fn pv(
-        &self,
-        acc: &mut [f32],
-        p: &[f32],
-        kw: usize,
-        c: &[f32],
-        rows: usize,
-        v: &[f32],
-        vs: usize,
-        cnt: usize,
-    ) {
-        let d = acc.len() / rows;
-        for r in 0..rows {
-            let a = &mut acc[r * d..(r + 1) * d];
+    fn pv(&self, w: Widths, acc: &mut [f32], p: &[f32], c: &[f32], v: KvRows<'_>) {
+        for (r, a) in acc.chunks_exact_mut(w.d).enumerate() {
             for x in a.iter_mut() {
                 *x *= c[r];
             }
-            for t in 0..cnt {
-                let w = p[r * kw + t];
-                for (x, y) in a.iter_mut().zip(&v[t * vs..t * vs + d]) {
-                    *x += w * y;
+            for t in 0..v.n {
+                let pt = p[r * w.kw + t];
+                for (x, y) in a.iter_mut().zip(v.row(t, w.d)) {
+                    *x += pt * y;
                 }
             }
         }
