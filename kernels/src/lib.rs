@@ -7,9 +7,10 @@
 //! `attention`, `cache` and `linear` hold the device-neutral part of each op:
 //! the public functions, their dtype/shape/layout checks and typed errors,
 //! the composed reference, and the candle op whose `cpu_fwd` hands the
-//! checked operands to the CPU body in `cpu/`. A CUDA device adds a `cuda/`
-//! module beside `cpu/` (behind the `cuda` feature) and a `cuda_fwd` on each
-//! op; the public functions and their checks stay as they are.
+//! checked operands to the CPU body in `cpu/`. The CUDA path (`cuda/`, behind
+//! the `cuda` feature) is not a candle device: it launches the kernels of
+//! `kernels/cuda/*.cu` on cudarc buffers (see `docs/cuda.md`), and the CPU
+//! functions here are its executable specification.
 //!
 //! # Layout conventions
 //!
@@ -51,6 +52,8 @@
 mod attention;
 mod cache;
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod linear;
 
 pub use attention::{paged_attention, paged_attention_slow};
