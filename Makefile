@@ -51,30 +51,36 @@ cuda-toolkit: $(CUDA_HOME)/.inferd-toolkit-v1
 $(CUDA_HOME)/.inferd-toolkit-v1: tests/tools/fetch_cuda_toolkit.sh
 	bash tests/tools/fetch_cuda_toolkit.sh $(CUDA_HOME)
 
-## The CUDA binary: kernels compiled for sm_$(CUDA_COMPUTE_CAP) (+ PTX), CUDA loaded at run
-## time. A separate target directory, so the CPU binary `build` makes is never replaced.
-CUDA_TARGET_DIR ?= $(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/cuda
+## The CUDA binary, $(TARGET_DIR)/release/inferd-cuda: kernels compiled for
+## sm_$(CUDA_COMPUTE_CAP) (+ PTX), CUDA loaded at run time. Built in the same target directory
+## as the CPU binary (dependencies are shared; cargo keeps each feature set's artifacts), then
+## the CPU `inferd` is put back (a no-op relink), so `target/release/inferd` stays the CPU one.
+TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+CUDA_ENV := CUDA_HOME=$(CUDA_HOME)
 build-cuda: cuda-toolkit
-	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) build --release --locked -p inferd --features cuda --bin inferd
-	@echo "CUDA binary: $(CUDA_TARGET_DIR)/release/inferd"
+	$(CUDA_ENV) $(CARGO) build --release --locked -p inferd --features cuda --bin inferd
+	cp $(TARGET_DIR)/release/inferd $(TARGET_DIR)/release/inferd-cuda.part
+	mv $(TARGET_DIR)/release/inferd-cuda.part $(TARGET_DIR)/release/inferd-cuda
+	$(CARGO) build --release --locked -p inferd --bin inferd
+	@echo "CUDA binary: $(TARGET_DIR)/release/inferd-cuda"
 
 ## clippy on everything the `cuda` feature compiles.
 lint-cuda: cuda-toolkit
-	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) clippy --release --locked -p inferd -p inferd-kernels --features cuda --all-targets -- -D warnings
+	$(CUDA_ENV) $(CARGO) clippy --release --locked -p inferd -p inferd-kernels --features cuda --all-targets -- -D warnings
 
 ## What CI checks of the CUDA build without a GPU: it lints, the embedded fatbins hold sm_XX
 ## SASS and PTX, the kernel tests compile, and the binary starts here and refuses
 ## `device = "cuda"` clearly.
 cuda-check: lint-cuda build-cuda
-	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) test --release --locked -p inferd-kernels --features cuda --lib
-	CUDA_HOME=$(CUDA_HOME) CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) test --release --locked -p inferd-kernels --features cuda --no-run
+	$(CUDA_ENV) $(CARGO) test --release --locked -p inferd-kernels --features cuda --lib
+	$(CUDA_ENV) $(CARGO) test --release --locked -p inferd-kernels --features cuda --no-run
 
 ## The Helm chart (charts/inferd): render it with Helm's own engine (helm-python-sdk, no helm
 ## binary) for the defaults and each example, lint it strictly, validate every object against
 ## the Kubernetes schemas, check its policies, and run `inferd check-config` on the rendered
 ## models.toml and gateway.toml (with the release binary `build` makes).
 chart-test: pydeps build
-	INFERD_BIN=$(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/inferd \
+	INFERD_BIN=$(TARGET_DIR)/release/inferd \
 		.venv/bin/python -m pytest tests/chart -q
 
 ## Build inferd and inferd-bench, serve the default models on a free port, run a short sweep
