@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::DeviceSpec;
 pub use crate::telemetry::LogFormat;
 
 /// inferd: a self-hosted, OpenAI-compatible model server.
@@ -52,6 +53,14 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "INFERD_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// `inferd serve`: run every model on this device ("auto", "cpu", "cuda" or "cuda:N"),
+    /// overriding each model's `device` key in models.toml.
+    #[arg(long, env = "INFERD_DEVICE", value_parser = parse_device)]
+    pub device: Option<DeviceSpec>,
+}
+
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse()
 }
 
 impl ServeArgs {
@@ -106,12 +115,17 @@ mod tests {
             "json",
             "--drain-timeout-secs",
             "5",
+            "--device",
+            "cuda:1",
         ]);
         assert_eq!(s.models, PathBuf::from("/etc/inferd/models.toml"));
         assert_eq!(s.bind_addr(), "[::]:0");
         assert_eq!(s.max_body_bytes, 1024);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.drain_timeout(), Duration::from_secs(5));
+        assert_eq!(s.device, Some(DeviceSpec::Cuda(Some(1))));
+        let err = Cli::try_parse_from(["inferd", "serve", "--device", "gpu"]).unwrap_err();
+        assert!(err.to_string().contains("\"cuda:N\""), "{err}");
         assert!(Cli::try_parse_from(["inferd", "serve", "--log-format", "xml"]).is_err());
         assert!(Cli::try_parse_from(["inferd", "serve", "--port", "70000"]).is_err());
     }
@@ -136,6 +150,7 @@ mod tests {
             "INFERD_PORT",
             "INFERD_LOG_FORMAT",
             "INFERD_DRAIN_TIMEOUT_SECS",
+            "INFERD_DEVICE",
         ] {
             assert!(help.contains(var), "{var} missing from:\n{help}");
         }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! serve, gateway, cli   the two roles: build the backends, run the API, drain
+//! device                where each model runs: `device` resolved against the build and host
 //! api                   HTTP: routers, OpenAI wire types, validation, SSE, errors -> HTTP
 //! backend               the Backend trait and its protocol types; local (-> engine, model),
 //!                       upstream replicas, bedrock, the gateway's routing policy
@@ -20,6 +21,7 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod device;
 pub mod engine;
 pub mod gateway;
 pub mod model;

@@ -14,7 +14,8 @@ use crate::api::{self, AppState};
 use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, ModelCard};
 use crate::cli::ServeArgs;
-use crate::config::{self, ModelSpec, ResolvedModel};
+use crate::config::{self, DeviceSpec, ModelSpec, ResolvedModel};
+use crate::device::{self, ComputeDevice, DeviceError, Origin, Probe};
 use crate::engine::{self, EngineConfig, ModelFacts};
 use crate::model::loader::{self, LoadOptions};
 use crate::model::{KvCache, Model};
@@ -78,6 +79,30 @@ pub fn start_model(
     )
 }
 
+/// Where `spec` runs: `--device` when given, else its `device` key; probes the GPUs only
+/// when something but `cpu` is asked for.
+fn placement(
+    catalog: &config::Catalog,
+    spec: &ModelSpec,
+    flag: Option<DeviceSpec>,
+) -> Result<ComputeDevice, DeviceError> {
+    let (wanted, origin) = match flag {
+        Some(d) => (d, Origin::Flag),
+        None => (
+            spec.placement.device,
+            Origin::Catalog {
+                path: catalog.source_path.display().to_string(),
+                model: spec.id.clone(),
+            },
+        ),
+    };
+    let probe = match wanted {
+        DeviceSpec::Cpu => Probe::NotBuilt,
+        _ => device::probe(),
+    };
+    device::resolve(wanted, &origin, &probe, device::built_compute_capability())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -102,8 +127,7 @@ async fn shutdown_signal() {
 /// Runs the `serve` role until a shutdown signal and the drain complete.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = config::load_catalog(&args.models)?;
-    // Where every model runs, and in what precision: the CPU in f32 until the catalog
-    // names a device.
+    // On the CPU every model runs in f32 (the CPU kernels' precision).
     let (device, dtype) = (Device::Cpu, DType::F32);
     let metrics = Metrics::new();
     let mut backends: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
@@ -115,6 +139,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 catalog.source_path.display(),
                 spec.id
             );
+        }
+        match placement(&catalog, spec, args.device)? {
+            ComputeDevice::Cpu => tracing::info!(model = %spec.id, device = "cpu", "device"),
+            ComputeDevice::Cuda(gpu) => {
+                tracing::info!(model = %spec.id, device = %gpu, "device");
+                bail!(
+                    "model {:?}: {gpu} was selected, but this build cannot serve a model on a \
+                     GPU yet (the CUDA decoder has not landed); set `device = \"cpu\"`",
+                    spec.id
+                );
+            }
         }
         let spec = spec.clone();
         let dev = device.clone();

@@ -30,8 +30,11 @@
 //! max_waiting = 256                # bounded admission queue; beyond it: 429
 //! enable_prefix_caching = true     # share KV blocks of identical prompt prefixes
 //! request_timeout_secs = 120       # default deadline (the x-inferd-deadline-ms header wins)
+//! device = "auto"                  # "cpu", "cuda", "cuda:N"; auto: a GPU when there is one
+//! gpu_memory_utilization = 0.9     # on a GPU: share of its memory inferd may fill
 //! ```
 
+pub mod device;
 pub mod gateway;
 mod gateway_raw;
 #[cfg(test)]
@@ -42,6 +45,7 @@ mod raw;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use device::{DeviceSpec, GpuMemoryUtilization, Placement};
 pub use hub::{HubError, HubSettings};
 pub use raw::parse_byte_size;
 
@@ -83,6 +87,8 @@ pub struct ModelSpec {
     pub dequantize: bool,
     /// Engine sizing for this model.
     pub limits: EngineLimits,
+    /// `device` and `gpu_memory_utilization`: where `inferd serve` runs it.
+    pub placement: Placement,
     /// `[[model.backend]]`: how `inferd gateway` serves it, in order of preference.
     pub backends: Vec<gateway::BackendSpec>,
 }

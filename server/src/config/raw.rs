@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use super::device::{DeviceSpec, GpuMemoryUtilization, Placement};
 use super::gateway::BackendSpec;
 use super::gateway_raw::RawBackend;
 use super::{ConfigError, EngineLimits, KvCacheSize, ModelSource, ModelSpec, DEFAULT_REVISION};
@@ -52,6 +53,8 @@ pub(super) struct RawModel {
     max_waiting: Option<usize>,
     enable_prefix_caching: Option<bool>,
     request_timeout_secs: Option<u64>,
+    device: Option<String>,
+    gpu_memory_utilization: Option<f64>,
     /// `[[model.backend]]`: how `inferd gateway` serves this model.
     #[serde(default)]
     backend: Vec<RawBackend>,
@@ -193,11 +196,13 @@ pub(super) fn validate(
     let source = source(&raw, base_dir).map_err(fail)?;
     let backends = backends(std::mem::take(&mut raw.backend)).map_err(fail)?;
     let limits = limits(&raw).map_err(fail)?;
+    let placement = placement(&raw).map_err(fail)?;
     Ok(ModelSpec {
         id: raw.id,
         source,
         dequantize: raw.dequantize,
         limits,
+        placement,
         backends,
     })
 }
@@ -324,6 +329,26 @@ fn limits(raw: &RawModel) -> Result<EngineLimits, Invalid> {
             .enable_prefix_caching
             .unwrap_or(default.enable_prefix_caching),
         request_timeout_secs,
+    })
+}
+
+/// `device` (default `auto`) and `gpu_memory_utilization` (default 0.9).
+fn placement(raw: &RawModel) -> Result<Placement, Invalid> {
+    let device = match &raw.device {
+        Some(text) => text
+            .parse::<DeviceSpec>()
+            .map_err(|m| invalid("device", m))?,
+        None => DeviceSpec::default(),
+    };
+    let gpu_memory_utilization = match raw.gpu_memory_utilization {
+        Some(v) => {
+            GpuMemoryUtilization::new(v).map_err(|m| invalid("gpu_memory_utilization", m))?
+        }
+        None => GpuMemoryUtilization::default(),
+    };
+    Ok(Placement {
+        device,
+        gpu_memory_utilization,
     })
 }
 

@@ -248,3 +248,23 @@ fn resolve_checks_local_paths() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn device_and_gpu_memory_utilization() {
+    let m = &parse(&one("")).unwrap().models[0];
+    assert_eq!(m.placement, Placement::default());
+    assert_eq!(m.placement.device, DeviceSpec::Auto);
+    assert_eq!(m.placement.gpu_memory_utilization.get(), 0.9);
+    let m = &parse(&one("device = \"cuda:1\"\ngpu_memory_utilization = 0.5"))
+        .unwrap()
+        .models[0];
+    assert_eq!(m.placement.device, DeviceSpec::Cuda(Some(1)));
+    assert_eq!(m.placement.gpu_memory_utilization.get(), 0.5);
+    let e = err(&one("device = \"gpu\""));
+    assert!(e.contains("model \"m\": invalid `device`"), "{e}");
+    assert!(e.contains("\"cuda:N\""), "{e}");
+    let e = err(&one("gpu_memory_utilization = 1.5"));
+    assert!(e.contains("invalid `gpu_memory_utilization`"), "{e}");
+    let e = err(&one("device = 1"));
+    assert!(e.contains("device"), "{e}");
+}

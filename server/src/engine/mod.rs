@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use crate::model::{CausalLm, KvCache};
 use crate::telemetry::metrics::ModelMetrics;
-pub use config::{EngineConfig, ModelFacts, SizingError, DEFAULT_KV_BYTES};
+pub use config::{
+    kv_budget_from_gpu, EngineConfig, KvDefault, ModelFacts, SizingError, DEFAULT_KV_BYTES,
+};
 pub use types::{
     EngineError, FinishReason, GenerationRequest, SampledToken, SamplingParams, TokenEvent,
 };
