@@ -71,9 +71,11 @@ lint-cuda: cuda-toolkit
 ## What CI checks of the CUDA build without a GPU: it lints, the embedded fatbins hold sm_XX
 ## SASS and PTX, the kernel tests compile, and the binary starts here and refuses
 ## `device = "cuda"` clearly.
-cuda-check: lint-cuda build-cuda
+cuda-check: models lint-cuda build-cuda
 	$(CUDA_ENV) $(CARGO) test --release --locked -p inferd-kernels --features cuda --lib
 	$(CUDA_ENV) $(CARGO) test --release --locked -p inferd-kernels --features cuda --no-run
+	INFERD_BIN=$(TARGET_DIR)/release/inferd-cuda INFERD_EXPECT_CUDA_BUILD=1 \
+		$(CARGO) test --release --locked -p inferd-tests --test device
 
 ## The Helm chart (charts/inferd): render it with Helm's own engine (helm-python-sdk, no helm
 ## binary) for the defaults and each example, lint it strictly, validate every object against
