@@ -7,11 +7,13 @@
 //! tag; every launcher checks lengths against the shapes it is given and returns a typed
 //! error, never launches out of bounds.
 
+pub mod blas;
 mod device;
 mod error;
 pub mod fatbin;
 pub mod ops;
 
+pub use blas::Blas;
 pub use cudarc;
 pub use device::{probe, Gpu, GpuInfo};
 pub use error::CudaError;
