@@ -11,4 +11,9 @@
 mod common;
 mod harness;
 
+mod activation;
 mod cache;
+mod embedding;
+mod norm;
+mod rotary;
+mod sampling;
