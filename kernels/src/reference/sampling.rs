@@ -218,4 +218,79 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-6);
         assert_eq!(out[1] - out[0], 1.0);
     }
+
+    /// The kernel's algorithm, sequentially: a radix select of the k-th best key over four
+    /// 8-bit digits, then the keys above it and the lowest-id ones equal to it, sorted.
+    fn radix_top_k(row: &[f32], k: usize) -> Vec<u32> {
+        let (mut prefix, mut mask, mut remaining) = (0u32, 0u32, k as u32);
+        for shift in [24, 16, 8, 0] {
+            let mut hist = [0u32; 256];
+            for &v in row {
+                let key = rank_key(v);
+                if key & mask == prefix {
+                    hist[((key >> shift) & 255) as usize] += 1;
+                }
+            }
+            for b in (0..255).rev() {
+                hist[b] += hist[b + 1]; // suffix sums
+            }
+            let bin = (0..256)
+                .find(|&b| {
+                    let above = if b < 255 { hist[b + 1] } else { 0 };
+                    above < remaining && hist[b] >= remaining
+                })
+                .expect("exactly one bin holds the remaining-th key");
+            let above = if bin < 255 { hist[bin + 1] } else { 0 };
+            prefix |= (bin as u32) << shift;
+            mask |= 255 << shift;
+            remaining -= above;
+        }
+        let mut cand: Vec<u64> = Vec::new();
+        let mut eq = 0;
+        for (i, &v) in row.iter().enumerate() {
+            let key = rank_key(v);
+            let packed = (u64::from(key) << 32) | u64::from(!(i as u32));
+            if key > prefix || (key == prefix && eq < remaining) {
+                eq += u32::from(key == prefix);
+                cand.push(packed);
+            }
+        }
+        assert_eq!(cand.len(), k);
+        cand.sort_unstable_by(|a, b| b.cmp(a));
+        cand.iter().map(|&p| !(p as u32)).collect()
+    }
+
+    #[test]
+    fn the_kernels_radix_select_is_top_k() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for vocab in [1usize, 7, 300, 5000] {
+            for trial in 0..6 {
+                let row: Vec<f32> = (0..vocab)
+                    .map(|_| match (next() % 16, trial) {
+                        (0, 1..) => NAN,
+                        (1, 2..) => -INF,
+                        (2, 3..) => -0.0,
+                        (3, 4..) => INF,
+                        // Few distinct values at trial 5: long runs of ties.
+                        (_, 5) => (next() % 4) as f32,
+                        _ => (next() % 20_000) as f32 / 1000.0 - 10.0,
+                    })
+                    .collect();
+                for k in [1, 2, 5, 40, 256].into_iter().filter(|&k| k <= vocab) {
+                    let want = top_k_lse(&row, k, 1.0).ids;
+                    assert_eq!(
+                        radix_top_k(&row, k),
+                        want,
+                        "vocab {vocab} trial {trial} k {k}"
+                    );
+                }
+            }
+        }
+    }
 }
