@@ -11,5 +11,10 @@
 mod common;
 mod harness;
 
+mod activation;
 mod cache;
+mod embedding;
 mod linear;
+mod norm;
+mod rotary;
+mod sampling;
