@@ -3,7 +3,7 @@
 
     report.py RUN_DIR [--out REPORT.md]
 
-Reads what gpu-check.sh left in RUN_DIR (env.json, steps.tsv, parity.json,
+Reads what gpu-check.sh left in RUN_DIR (env.json, steps.tsv, parity.txt + parity.rc,
 <shape>/config.json, <shape>/agreement.json, bench/<shape>-<server>-c<N>/results.json)
 and writes report.md: the device, driver and software, the kernel parity result, greedy
 agreement per model, the throughput figures of inferd and of the transformers peer with
@@ -99,6 +99,37 @@ def bench_summary(run: Path, shape: str, server: str, level: int) -> dict[str, A
     return data["results"][0]["summary"]
 
 
+def parse_parity(text: str, rc: int | None) -> dict[str, Any]:
+    """Counts of libtest's output (`test result: ok. 3 passed; 0 failed; ...`, one line per
+    test binary) and the names under its `failures:` list."""
+    import re
+
+    passed = failed = 0
+    seen = False
+    for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed", text):
+        seen = True
+        passed += int(m.group(1))
+        failed += int(m.group(2))
+    failures: list[str] = []
+    blocks = text.split("\nfailures:\n")
+    if len(blocks) > 1:
+        for line in blocks[-1].splitlines():
+            if line.startswith("    ") and line.strip() and " " not in line.strip():
+                failures.append(line.strip())
+            elif line.strip().startswith("test result:"):
+                break
+    return {"rc": rc, "passed": passed, "failed": failed if seen else None, "failures": failures, "ran": seen}
+
+
+def parity(run: Path) -> dict[str, Any] | None:
+    path = run / "parity.txt"
+    if not path.exists():
+        return None
+    rc_path = run / "parity.rc"
+    rc = int(rc_path.read_text().strip()) if rc_path.exists() and rc_path.read_text().strip() else None
+    return parse_parity(path.read_text(errors="replace"), rc)
+
+
 def steps(run: Path) -> list[list[str]]:
     path = run / "steps.tsv"
     if not path.exists():
@@ -119,12 +150,13 @@ def pct(x: float | None) -> str:
 
 def verdicts(run: Path, configs: dict[str, dict[str, Any]]) -> list[tuple[bool, str]]:
     out: list[tuple[bool, str]] = []
-    parity = read_json(run / "parity.json")
-    if parity is None:
+    p = parity(run)
+    if p is None:
         out.append((False, "kernel parity: not run"))
     else:
-        ok = parity.get("rc") == 0 and parity.get("failed", 1) == 0 and parity.get("passed", 0) > 0
-        out.append((ok, f"kernel parity: {parity.get('passed', 0)} passed, {parity.get('failed', '?')} failed"))
+        ok = p["rc"] == 0 and p["failed"] == 0 and p["passed"] > 0
+        failed = "?" if p["failed"] is None else p["failed"]
+        out.append((ok, f"kernel parity: {p['passed']} passed, {failed} failed (exit {p['rc']})"))
     for shape, label, _ in DECODE_TARGETS:
         agreement = read_json(run / shape / "agreement.json")
         if agreement is None:
@@ -222,13 +254,10 @@ def render(run: Path) -> tuple[str, bool]:
     ]
     lines += [f"- {'PASS' if passed else 'FAIL'} {text}" for passed, text in v]
     lines += ["", "## Kernel parity (CUDA vs the CPU reference)", ""]
-    parity = read_json(run / "parity.json")
-    if parity:
-        lines.append(
-            f"`cuda_parity`: exit {parity.get('rc')}, {parity.get('passed', 0)} passed, "
-            f"{parity.get('failed', 0)} failed, {parity.get('seconds', '?')} s."
-        )
-        for name in parity.get("failures", []):
+    p = parity(run)
+    if p:
+        lines.append(f"`cuda_parity`: exit {p['rc']}, {p['passed']} passed, {p['failed']} failed.")
+        for name in p["failures"]:
             lines.append(f"- failed: `{name}`")
     else:
         lines.append("not run")
