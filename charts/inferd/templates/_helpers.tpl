@@ -144,9 +144,23 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
 
+{{/* The device the engine's models run on when a model names none: the GPU profile's
+     `device`, else "cuda" for a profile with GPUs and "cpu" for one without. */}}
+{{- define "inferd.engine.device" -}}
+{{- $profile := include "inferd.engine.profile" . | fromYaml }}
+{{- if $profile.device }}
+{{- $profile.device }}
+{{- else if gt (int $profile.gpus) 0 }}
+{{- "cuda" }}
+{{- else }}
+{{- "cpu" }}
+{{- end }}
+{{- end }}
+
 {{/* The engine's models.toml (inferd serve). */}}
 {{- define "inferd.engineToml" -}}
 # Rendered by the inferd Helm chart from .Values.models; `inferd check-config` validates it.
+{{- $device := include "inferd.engine.device" . }}
 {{- range .Values.models }}
 
 [[model]]
@@ -158,6 +172,11 @@ app.kubernetes.io/component: {{ . }}
   (list "maxNumBatchedTokens" "max_num_batched_tokens") (list "blockSize" "block_size")
   (list "maxWaiting" "max_waiting") (list "enablePrefixCaching" "enable_prefix_caching")
   (list "requestTimeoutSecs" "request_timeout_secs"))) }}
+device = {{ default $device .device | toJson }}
+{{- if hasKey . "gpuMemoryUtilization" }}
+{{- $u := float64 .gpuMemoryUtilization }}
+gpu_memory_utilization = {{ if eq $u (floor $u) }}{{ printf "%.1f" $u }}{{ else }}{{ $u }}{{ end }}
+{{- end }}
 {{- end }}
 {{ end }}
 
