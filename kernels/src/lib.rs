@@ -55,6 +55,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod linear;
+pub mod reference;
 
 pub use attention::{paged_attention, paged_attention_slow};
 pub use cache::{reshape_and_cache, reshape_and_cache_slow};
