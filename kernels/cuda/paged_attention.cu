@@ -228,8 +228,8 @@ __device__ void prefill_impl(T* __restrict__ out, const T* __restrict__ q,
                              const T* __restrict__ k_cache, const T* __restrict__ v_cache,
                              const uint32_t* __restrict__ block_tables,
                              const uint32_t* __restrict__ context_lens,
-                             const uint32_t* __restrict__ query_start, int num_seqs,
-                             int num_kv_heads, int block_size, int max_blocks, float scale) {
+                             const uint32_t* __restrict__ query_start, int num_tokens,
+                             int num_seqs, int num_kv_heads, int block_size, int max_blocks, float scale) {
     constexpr int KS = D + 2;   // padded K row stride in shared memory (no bank conflicts)
     constexpr int DL = D / 32;  // output elements per lane: lane + 32 * i
     constexpr int CHUNKS = D / VEC;
@@ -243,7 +243,10 @@ __device__ void prefill_impl(T* __restrict__ out, const T* __restrict__ q,
     if (tid == 0) {
         int g = blockIdx.y, seq = -1, j0 = 0;
         for (int s = 0; s < num_seqs; ++s) {
-            const int tiles = ((int)(query_start[s + 1] - query_start[s]) + TQ - 1) / TQ;
+            // Rows past num_tokens are never touched, whatever query_start says.
+            const int a = (int)min(query_start[s], (uint32_t)num_tokens);
+            const int b = (int)min(query_start[s + 1], (uint32_t)num_tokens);
+            const int tiles = (max(b - a, 0) + TQ - 1) / TQ;
             if (g < tiles) {
                 seq = s;
                 j0 = g * TQ;
@@ -257,13 +260,16 @@ __device__ void prefill_impl(T* __restrict__ out, const T* __restrict__ q,
     __syncthreads();
     const int seq = tile[0], j0 = tile[1];
     if (seq < 0) return;
+    // This sequence has a tile, so query_start[seq] < min(query_start[seq + 1], num_tokens).
     const int q0 = (int)query_start[seq];
-    const int q_len = (int)query_start[seq + 1] - q0;
+    const bool bad_rows = query_start[seq + 1] > (uint32_t)num_tokens;
+    const int q_len = (int)min(query_start[seq + 1], (uint32_t)num_tokens) - q0;
     const int ctx = (int)context_lens[seq];
     const int rows = min(TQ, q_len - j0);
     // Position of the tile's row 0 and of its last row.
     const int first = ctx - q_len + j0, last = first + rows - 1;
-    if (ctx > max_blocks * block_size || first < 0) {
+    // Rows past num_tokens, q_len > ctx, or a context past its table: NaN rows, not silence.
+    if (bad_rows || ctx > max_blocks * block_size || first < 0) {
         for (int i = tid; i < rows * D; i += THREADS)
             out[((size_t)(q0 + j0 + i / D) * num_heads + h) * D + i % D] = from_float<T>(NAN);
         return;
@@ -389,11 +395,11 @@ __device__ void prefill_impl(T* __restrict__ out, const T* __restrict__ q,
         paged_attention_prefill_##NAME##_d##D(                                                 \
             T* out, const T* q, const T* k_cache, const T* v_cache,                           \
             const uint32_t* block_tables, const uint32_t* context_lens,                       \
-            const uint32_t* query_start, int num_seqs, int num_kv_heads, int block_size,      \
-            int max_blocks, float scale) {                                                     \
+            const uint32_t* query_start, int num_tokens, int num_seqs, int num_kv_heads,      \
+            int block_size, int max_blocks, float scale) {                                     \
         inferd::pa::prefill_impl<T, D>(out, q, k_cache, v_cache, block_tables, context_lens, \
-                                       query_start, num_seqs, num_kv_heads, block_size,      \
-                                       max_blocks, scale);                                     \
+                                       query_start, num_tokens, num_seqs, num_kv_heads,      \
+                                       block_size, max_blocks, scale);                         \
     }
 #define PA_KERNELS(NAME, T) PA_KERNELS_D(NAME, T, 64) PA_KERNELS_D(NAME, T, 128)
 INFERD_FOR_DTYPES(PA_KERNELS)

@@ -2,6 +2,7 @@
 //! entry points once ([`Gpu::function`] is a lookup by name: not a per-step cost), checks
 //! operand lengths against the shapes it is given, and launches on the GPU's stream.
 
+pub mod attention;
 pub mod cache;
 
 use super::CudaError;
