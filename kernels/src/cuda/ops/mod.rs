@@ -3,6 +3,7 @@
 //! operand lengths against the shapes it is given, and launches on the GPU's stream.
 
 pub mod activation;
+pub mod attention;
 pub mod cache;
 pub mod embedding;
 pub mod norm;
