@@ -103,7 +103,7 @@ pub enum DeviceError {
     TooOld {
         origin: Origin,
         spec: DeviceSpec,
-        gpu: GpuInfo,
+        gpu: Box<GpuInfo>,
         built: (u32, u32),
     },
 }
@@ -158,7 +158,7 @@ pub fn resolve(
         return Err(DeviceError::TooOld {
             origin: origin.clone(),
             spec,
-            gpu: gpu.clone(),
+            gpu: Box::new(gpu.clone()),
             built,
         });
     }
