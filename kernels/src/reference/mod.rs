@@ -5,8 +5,10 @@
 //! every kernel with these or with the CPU kernels, and the host side of the GPU decoder
 //! reuses the table builders (e.g. [`rotary::rotary_table`]).
 //!
-//! Slices are row-major; functions panic on inconsistent lengths (they are specs, not
-//! serving code) and favour being obviously the algorithm over speed.
+//! Slices are row-major; functions favour being obviously the algorithm over speed. Most
+//! panic on inconsistent lengths (they are specs, not serving code); the attention ones
+//! ([`attention::decode_split_k`], [`attention::prefill_tiled`]) check their geometry, tables
+//! and lengths and return a [`crate::Result`] instead.
 
 pub mod activation;
 pub mod attention;
