@@ -26,4 +26,6 @@ pub mod engine;
 pub mod gateway;
 pub mod model;
 pub mod serve;
+#[cfg(feature = "cuda")]
+mod serve_cuda;
 pub mod telemetry;

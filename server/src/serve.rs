@@ -17,8 +17,8 @@ use crate::cli::ServeArgs;
 use crate::config::{self, DeviceSpec, ModelSpec, ResolvedModel};
 use crate::device::{self, ComputeDevice, DeviceError, Origin, Probe};
 use crate::engine::{self, EngineConfig, ModelFacts};
-use crate::model::loader::{self, LoadOptions};
-use crate::model::{KvCache, Model};
+use crate::model::loader::{self, LoadOptions, Loaded};
+use crate::model::{CausalLm, KvCache, Model};
 use crate::telemetry::metrics::Metrics;
 
 fn unix_now() -> u64 {
@@ -47,14 +47,43 @@ pub fn start_model(
     let loaded =
         loader::load(&path, &opts).with_context(|| format!("loading model {:?}", spec.id))?;
     let shape = loaded.model.shape().clone();
-    let facts = ModelFacts {
-        max_position_embeddings: shape.max_position_embeddings,
-        kv_bytes_per_token: shape.kv_bytes_per_token(dtype),
-        eos_token_ids: loaded.tokenizer.eos_token_ids.clone(),
-    };
+    let facts = model_facts(&shape, dtype, &loaded.tokenizer);
     let cfg = EngineConfig::resolve(&spec.limits, facts)
         .with_context(|| format!("model {:?}", spec.id))?;
     let cache = KvCache::new(&shape, cfg.num_blocks(), cfg.block_size(), device, dtype)?;
+    let Model::CausalLm(model) = loaded.model;
+    let loaded = Loaded {
+        model,
+        tokenizer: loaded.tokenizer,
+        chat_template: loaded.chat_template,
+    };
+    launch(spec, &path, started, loaded, cache, cfg, metrics)
+}
+
+/// What the engine needs to know of a loaded model to size itself.
+pub(crate) fn model_facts(
+    shape: &crate::model::ModelShape,
+    dtype: DType,
+    tokenizer: &crate::model::tokenizer::ModelTokenizer,
+) -> ModelFacts {
+    ModelFacts {
+        max_position_embeddings: shape.max_position_embeddings,
+        kv_bytes_per_token: shape.kv_bytes_per_token(dtype),
+        eos_token_ids: tokenizer.eos_token_ids.clone(),
+    }
+}
+
+/// Starts the engine of a loaded model and its cache, and the backend in front of it.
+pub(crate) fn launch(
+    spec: &ModelSpec,
+    path: &std::path::Path,
+    started: std::time::Instant,
+    loaded: Loaded<Box<dyn CausalLm>>,
+    cache: KvCache,
+    cfg: EngineConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<LocalBackend> {
+    let shape = loaded.model.shape().clone();
     tracing::info!(
         model = %spec.id,
         path = %path.display(),
@@ -71,8 +100,7 @@ pub fn start_model(
         created: unix_now(),
         max_model_len: cfg.max_model_len,
     };
-    let Model::CausalLm(model) = loaded.model;
-    let handle = engine::spawn(model, cache, cfg, metrics.model(&spec.id))?;
+    let handle = engine::spawn(loaded.model, cache, cfg, metrics.model(&spec.id))?;
     Ok(
         LocalBackend::new(card, handle, loaded.tokenizer, loaded.chat_template)
             .with_default_deadline(spec.limits.request_timeout_secs.map(Duration::from_secs)),
@@ -102,6 +130,24 @@ fn placement(
     };
     device::resolve(wanted, &origin, &probe, device::built_compute_capability())
 }
+
+/// A model placed on a GPU, in a build without the CUDA engine: `device::resolve` never
+/// yields one (it answers `NotBuilt`), so this only guards the match.
+#[cfg(not(feature = "cuda"))]
+fn start_on_gpu(
+    spec: &ModelSpec,
+    gpu: &device::GpuInfo,
+    _metrics: &Metrics,
+) -> anyhow::Result<LocalBackend> {
+    bail!(
+        "model {:?}: {gpu} was selected, but this build has no CUDA engine (build with \
+         `--features cuda`)",
+        spec.id
+    )
+}
+
+#[cfg(feature = "cuda")]
+use crate::serve_cuda::start_on_gpu;
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -144,11 +190,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ComputeDevice::Cpu => tracing::info!(model = %spec.id, device = "cpu", "device"),
             ComputeDevice::Cuda(gpu) => {
                 tracing::info!(model = %spec.id, device = %gpu, "device");
-                bail!(
-                    "model {:?}: {gpu} was selected, but this build cannot serve a model on a \
-                     GPU yet (the CUDA decoder has not landed); set `device = \"cpu\"`",
-                    spec.id
-                );
+                let (spec, m) = (spec.clone(), metrics.clone());
+                let backend =
+                    tokio::task::spawn_blocking(move || start_on_gpu(&spec, &gpu, &m)).await??;
+                let backend: Arc<dyn Backend> = Arc::new(backend);
+                for card in backend.models() {
+                    backends.insert(card.id.clone(), backend.clone());
+                }
+                continue;
             }
         }
         let spec = spec.clone();

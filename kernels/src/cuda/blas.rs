@@ -51,6 +51,8 @@ struct PlanKey {
     n: usize,
     k: usize,
     accumulate: bool,
+    /// `y` in f32 (logits) rather than `dtype`.
+    f32_out: bool,
 }
 
 /// What one shape needs at launch: the descriptors and the algorithm the heuristic picked.
@@ -119,7 +121,12 @@ impl Plan {
         .map_err(|e| blas_err("transpose", e))?;
         plan.a = lt::create_matrix_layout(ty, k, n, k as i64).map_err(|e| blas_err("w", e))?;
         plan.b = lt::create_matrix_layout(ty, k, m, k as i64).map_err(|e| blas_err("x", e))?;
-        plan.c = lt::create_matrix_layout(ty, n, m, n as i64).map_err(|e| blas_err("y", e))?;
+        let ty_c = if key.f32_out {
+            sys::cudaDataType_t::CUDA_R_32F
+        } else {
+            ty
+        };
+        plan.c = lt::create_matrix_layout(ty_c, n, m, n as i64).map_err(|e| blas_err("y", e))?;
         let pref = lt::create_matmul_pref().map_err(|e| blas_err("preference", e))?;
         // SAFETY: every descriptor is live; `pref` is destroyed right after the query.
         let heuristic = unsafe {
@@ -188,6 +195,7 @@ impl Blas {
             n,
             k,
             accumulate,
+            f32_out: false,
         };
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(key) {
@@ -214,10 +222,53 @@ impl Blas {
         W: DevicePtr<u16>,
         Y: DevicePtrMut<u16>,
     {
+        super::ops::check_at_least("linear", "y", y.len(), m * n)?;
+        let (y_ptr, _y) = y.device_ptr_mut(gpu.stream());
+        self.matmul(gpu, dtype, (m, n, k), x, w, y_ptr, accumulate, false)
+    }
+
+    /// `y = x · wᵀ` as [`Blas::linear`], `x` and `w` of `dtype`, `y` in f32 (the logits of the
+    /// output projection: no rounding to the model dtype before sampling).
+    pub fn linear_f32<X, W, Y>(
+        &self,
+        gpu: &Gpu,
+        dtype: Dtype,
+        (m, n, k): (usize, usize, usize),
+        x: &X,
+        w: &W,
+        y: &mut Y,
+    ) -> Result<(), CudaError>
+    where
+        X: DevicePtr<u16>,
+        W: DevicePtr<u16>,
+        Y: DevicePtrMut<f32>,
+    {
+        super::ops::check_at_least("linear_f32", "y", y.len(), m * n)?;
+        let (y_ptr, _y) = y.device_ptr_mut(gpu.stream());
+        self.matmul(gpu, dtype, (m, n, k), x, w, y_ptr, false, true)
+    }
+
+    /// The launch behind both: `y_ptr` holds at least `m * n` elements of the output type
+    /// (checked by the callers).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul<X, W>(
+        &self,
+        gpu: &Gpu,
+        dtype: Dtype,
+        (m, n, k): (usize, usize, usize),
+        x: &X,
+        w: &W,
+        y_ptr: u64,
+        accumulate: bool,
+        f32_out: bool,
+    ) -> Result<(), CudaError>
+    where
+        X: DevicePtr<u16>,
+        W: DevicePtr<u16>,
+    {
         const OP: &str = "linear";
         super::ops::check_at_least(OP, "x", x.len(), m * k)?;
         super::ops::check_len(OP, "w", w.len(), n * k)?;
-        super::ops::check_at_least(OP, "y", y.len(), m * n)?;
         if m == 0 {
             return Ok(());
         }
@@ -227,6 +278,7 @@ impl Blas {
             n,
             k,
             accumulate,
+            f32_out,
         };
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         let plan = match plans.entry(key) {
@@ -239,10 +291,10 @@ impl Blas {
         let (alpha, beta) = (1f32, if accumulate { 1f32 } else { 0f32 });
         let (w_ptr, _w) = w.device_ptr(stream);
         let (x_ptr, _x) = x.device_ptr(stream);
-        let (y_ptr, _y) = y.device_ptr_mut(stream);
         let (ws_ptr, _ws) = self.workspace.device_ptr(stream);
-        // SAFETY: the lengths were checked against the plan's shapes above; every pointer is
-        // a live allocation on this context, used on `stream` only.
+        // SAFETY: the lengths were checked against the plan's shapes (here and by the
+        // callers for `y`); every pointer is a live allocation on this context, used on
+        // `stream` only.
         unsafe {
             lt::matmul(
                 self.handle,

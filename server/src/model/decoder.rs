@@ -86,6 +86,7 @@ impl Decoder {
             spec.rope_style,
             s.head_dim,
             spec.rope_theta,
+            spec.rope_scaling,
             s.max_position_embeddings,
             src.device(),
             spec.dtype,
@@ -116,6 +117,7 @@ impl CausalLm for Decoder {
                 vocab,
             });
         }
+        let cache = cache.host()?;
         let at = self.rope.at(&batch.positions)?;
         let paged = PagedBatch::new(batch, dev)?;
         let ids = Tensor::from_slice(&batch.token_ids, t, dev)?;

@@ -6,10 +6,13 @@
 pub mod arch;
 pub mod batch;
 pub mod chat_template;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod decoder;
 pub mod kv_cache;
 pub mod layers;
 pub mod loader;
+pub mod step_meta;
 pub mod tokenizer;
 
 pub use batch::{ForwardBatch, Logits, SeqInBatch};
@@ -68,6 +71,9 @@ pub enum ModelError {
     Tokenizer(#[from] tokenizer::TokenizerError),
     #[error("chat template: {0}")]
     Template(#[from] chat_template::TemplateError),
+    #[cfg(feature = "cuda")]
+    #[error("CUDA: {0}")]
+    Cuda(#[from] inferd_kernels::cuda::CudaError),
     #[error("invalid batch: {0}")]
     Batch(String),
 }

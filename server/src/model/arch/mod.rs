@@ -7,6 +7,7 @@
 pub mod llama;
 
 use candle_core::DType;
+pub use inferd_kernels::reference::rotary::RopeScaling;
 
 use super::layers::{Activation, RopeStyle};
 use super::ModelShape;
@@ -91,6 +92,8 @@ pub struct DecoderSpec {
     pub intermediate_size: usize,
     pub rms_norm_eps: f64,
     pub rope_theta: f32,
+    /// HF `rope_scaling` (`linear`, `llama3`), or none.
+    pub rope_scaling: RopeScaling,
     pub rope_style: RopeStyle,
     pub activation: Activation,
     /// The output projection is the embedding table.

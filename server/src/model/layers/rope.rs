@@ -1,6 +1,7 @@
 //! Rotary position embeddings: the cos/sin tables and their application to q and k.
 
 use candle_core::{DType, Device, Tensor};
+use inferd_kernels::reference::rotary::{inv_freqs, RopeScaling};
 
 use crate::model::ModelError;
 
@@ -28,19 +29,18 @@ pub struct RopeAt {
 }
 
 impl Rope {
-    /// Tables for `max_pos` positions, computed in f32 and stored in `dtype`.
+    /// Tables for `max_pos` positions, computed in f32 (inverse frequencies scaled as
+    /// `scaling` says) and stored in `dtype`.
     pub fn new(
         style: RopeStyle,
         head_dim: usize,
         theta: f32,
+        scaling: RopeScaling,
         max_pos: usize,
         device: &Device,
         dtype: DType,
     ) -> Result<Self, ModelError> {
-        let inv: Vec<f32> = (0..head_dim)
-            .step_by(2)
-            .map(|i| 1f32 / theta.powf(i as f32 / head_dim as f32))
-            .collect();
+        let inv = inv_freqs(head_dim, theta, scaling);
         let inv = Tensor::new(inv.as_slice(), device)?;
         let freqs = Tensor::arange(0, max_pos as u32, device)?
             .to_dtype(DType::F32)?

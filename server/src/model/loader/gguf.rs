@@ -8,14 +8,13 @@ use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::source::TensorSource;
-use super::{io_err, LoadOptions, LoadedModel};
-use crate::model::arch::{self, Architecture, DecoderSpec};
+use super::{io_err, Build, LoadOptions, Loaded};
+use crate::model::arch::{self, Architecture, DecoderSpec, RopeScaling};
 use crate::model::chat_template::ChatTemplate;
-use crate::model::decoder::Decoder;
 use crate::model::layers::linear::is_float;
 use crate::model::layers::Linear;
 use crate::model::tokenizer;
-use crate::model::{Model, ModelError, ModelShape};
+use crate::model::{ModelError, ModelShape};
 
 struct Gguf<'a> {
     path: &'a Path,
@@ -100,6 +99,7 @@ impl Gguf<'_> {
             intermediate_size: self.usize(&key("feed_forward_length"))?,
             rms_norm_eps: self.f32_or(&key("attention.layer_norm_rms_epsilon"), 1e-5)? as f64,
             rope_theta: self.f32_or(&key("rope.freq_base"), 10_000.0)?,
+            rope_scaling: RopeScaling::None,
             rope_style: arch.gguf.rope_style,
             activation: arch.activation,
             tie_word_embeddings: !self.contains(names.lm_head),
@@ -211,7 +211,11 @@ impl TensorSource for Gguf<'_> {
 }
 
 /// Loads a `.gguf` file.
-pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
+pub(super) fn load<M>(
+    path: &Path,
+    opts: &LoadOptions,
+    build: Build<'_, M>,
+) -> Result<Loaded<M>, ModelError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let content = gguf_file::Content::read(&mut file).map_err(|e| ModelError::Unsupported {
         path: path.display().to_string(),
@@ -235,9 +239,9 @@ pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, Model
     let spec = g.spec(arch, &name)?;
     let tok = tokenizer::from_gguf(&g.content)?;
     let template = g.template(&tok)?;
-    let model = Decoder::load(&spec, &arch.gguf.names, &mut g)?;
-    Ok(LoadedModel {
-        model: Model::CausalLm(Box::new(model)),
+    let model = build(&spec, &arch.gguf.names, &mut g)?;
+    Ok(Loaded {
+        model,
         tokenizer: tok,
         chat_template: template,
     })

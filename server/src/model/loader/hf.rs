@@ -8,13 +8,12 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::source::TensorSource;
-use super::{io_err, LoadOptions, LoadedModel};
-use crate::model::arch::{self, Architecture, DecoderSpec};
+use super::{io_err, Build, LoadOptions, Loaded};
+use crate::model::arch::{self, Architecture, DecoderSpec, RopeScaling};
 use crate::model::chat_template::ChatTemplate;
-use crate::model::decoder::Decoder;
 use crate::model::layers::Linear;
 use crate::model::tokenizer;
-use crate::model::{Model, ModelError, ModelShape};
+use crate::model::{ModelError, ModelShape};
 
 /// The fields of an HF `config.json` the loader reads; keys that would change the
 /// numerics are read too, so that a value the decoder does not implement is refused.
@@ -53,9 +52,7 @@ impl HfConfig {
         let Some(arch) = arch::by_hf_model_type(model_type) else {
             return Err(format!("model_type `{model_type}`"));
         };
-        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err("rope_scaling is not supported yet".into());
-        }
+        let rope_scaling = rope_scaling(self.rope_scaling.as_ref())?;
         if let Some(window) = self.sliding_window {
             if window < self.max_position_embeddings {
                 return Err(format!(
@@ -91,12 +88,55 @@ impl HfConfig {
             intermediate_size: self.intermediate_size,
             rms_norm_eps: self.rms_norm_eps,
             rope_theta: self.rope_theta.unwrap_or(10_000.0),
+            rope_scaling,
             rope_style: arch.hf.rope_style,
             activation: arch.activation,
             tie_word_embeddings: self.tie_word_embeddings,
             dtype,
         };
         Ok((arch, spec))
+    }
+}
+
+/// HF `rope_scaling`: absent, null or `default` is none; `linear` and `llama3` (Llama 3.1+)
+/// as transformers computes them; any other type is refused, naming it.
+fn rope_scaling(v: Option<&serde_json::Value>) -> Result<RopeScaling, String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(RopeScaling::None);
+    };
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("default");
+    let num = |key: &str| -> Result<f64, String> {
+        v.get(key)
+            .and_then(|x| x.as_f64())
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| format!("rope_scaling `{kind}` needs a positive number `{key}`"))
+    };
+    match kind {
+        "default" => Ok(RopeScaling::None),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: num("factor")? as f32,
+        }),
+        "llama3" => {
+            let (low, high) = (num("low_freq_factor")?, num("high_freq_factor")?);
+            if high <= low {
+                return Err(format!(
+                    "rope_scaling `llama3` needs high_freq_factor ({high}) > low_freq_factor ({low})"
+                ));
+            }
+            Ok(RopeScaling::Llama3 {
+                factor: num("factor")? as f32,
+                low_freq_factor: low as f32,
+                high_freq_factor: high as f32,
+                original_max_position: num("original_max_position_embeddings")? as usize,
+            })
+        }
+        other => Err(format!(
+            "rope_scaling type `{other}` (supported: linear, llama3)"
+        )),
     }
 }
 
@@ -142,7 +182,11 @@ impl TensorSource for Safetensors {
 }
 
 /// Loads an HF safetensors directory.
-pub(super) fn load(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
+pub(super) fn load<M>(
+    dir: &Path,
+    opts: &LoadOptions,
+    build: Build<'_, M>,
+) -> Result<Loaded<M>, ModelError> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
     let cfg: HfConfig = serde_json::from_str(&text).map_err(|e| ModelError::Metadata {
@@ -167,7 +211,7 @@ pub(super) fn load(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelE
         device: opts.device.clone(),
         dtype: opts.dtype,
     };
-    let model = Decoder::load(&spec, &arch.hf.names, &mut src)?;
+    let model = build(&spec, &arch.hf.names, &mut src)?;
     let tok = tokenizer::from_tokenizer_json(dir)?;
     let template = match tokenizer::chat_template_from_tokenizer_config(dir)? {
         Some(src) => Some(ChatTemplate::new(
@@ -177,8 +221,8 @@ pub(super) fn load(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelE
         )?),
         None => None,
     };
-    Ok(LoadedModel {
-        model: Model::CausalLm(Box::new(model)),
+    Ok(Loaded {
+        model,
         tokenizer: tok,
         chat_template: template,
     })

@@ -11,7 +11,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
+use super::arch::{DecoderSpec, WeightNames};
 use super::chat_template::ChatTemplate;
+use super::decoder::Decoder;
 use super::tokenizer::ModelTokenizer;
 use super::{Model, ModelError};
 
@@ -35,13 +37,45 @@ pub struct LoadOptions {
     pub dtype: DType,
 }
 
-/// Loads a `.gguf` file or a safetensors directory.
+/// A model of type `M` built by a [`Build`], with its tokenizer and chat template.
+pub struct Loaded<M> {
+    pub model: M,
+    pub tokenizer: ModelTokenizer,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+/// Builds a model from what a file format yields: the wiring, the weight names and the
+/// tensors (the CPU [`Decoder`], or the GPU decoder uploading them).
+pub type Build<'a, M> = &'a mut dyn FnMut(
+    &DecoderSpec,
+    &WeightNames,
+    &mut dyn source::TensorSource,
+) -> Result<M, ModelError>;
+
+/// Loads a `.gguf` file or a safetensors directory as the CPU decoder.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
     check_dtype(path, opts)?;
+    let l = load_with(path, opts, &mut |spec, names, src| {
+        Decoder::load(spec, names, src)
+    })?;
+    Ok(LoadedModel {
+        model: Model::CausalLm(Box::new(l.model)),
+        tokenizer: l.tokenizer,
+        chat_template: l.chat_template,
+    })
+}
+
+/// Loads a `.gguf` file or a safetensors directory, reading tensors on `opts.device` in
+/// `opts.dtype`, and builds the model with `build`.
+pub fn load_with<M>(
+    path: &Path,
+    opts: &LoadOptions,
+    build: Build<'_, M>,
+) -> Result<Loaded<M>, ModelError> {
     if path.is_dir() {
-        hf::load(path, opts)
+        hf::load(path, opts, build)
     } else {
-        gguf::load(path, opts)
+        gguf::load(path, opts, build)
     }
 }
 

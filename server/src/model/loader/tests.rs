@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 
 use super::{load, HfConfig, LoadOptions};
-use crate::model::arch::{self, layer_name, WeightNames};
+use crate::model::arch::{self, layer_name, RopeScaling, WeightNames};
 use crate::model::ModelError;
 
 fn config(extra: serde_json::Value) -> serde_json::Value {
@@ -101,8 +101,12 @@ fn unknown_architectures_and_unsupported_keys_are_named() {
             "model_type `qwen2`",
         ),
         (
-            serde_json::json!({"rope_scaling": {"type": "linear", "factor": 2.0}}),
-            "rope_scaling",
+            serde_json::json!({"rope_scaling": {"type": "yarn", "factor": 2.0}}),
+            "rope_scaling type `yarn`",
+        ),
+        (
+            serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}),
+            "low_freq_factor",
         ),
         (
             serde_json::json!({"hidden_act": "gelu"}),
@@ -121,6 +125,7 @@ fn unknown_architectures_and_unsupported_keys_are_named() {
     for ok in [
         serde_json::json!({"model_type": "llama"}),
         serde_json::json!({"rope_scaling": null, "hidden_act": "silu", "attention_bias": false}),
+        serde_json::json!({"rope_scaling": {"type": "linear", "factor": 2.0}}),
     ] {
         assert_eq!(spec_err(ok.clone()), None, "{ok}");
     }
@@ -140,6 +145,30 @@ fn the_spec_carries_the_config() {
     assert_eq!(spec.rope_theta, 500000.0);
     assert!(spec.tie_word_embeddings);
     assert_eq!(spec.rope_style, arch.hf.rope_style);
+}
+
+#[test]
+fn llama3_rope_scaling_reaches_the_spec() {
+    let cfg: HfConfig = serde_json::from_value(config(serde_json::json!({
+        "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    })))
+    .expect("config");
+    let (_, spec) = cfg.spec(DType::F32).expect("supported");
+    assert_eq!(
+        spec.rope_scaling,
+        RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position: 8192
+        }
+    );
+    let (_, plain) = serde_json::from_value::<HfConfig>(config(serde_json::json!({})))
+        .expect("config")
+        .spec(DType::F32)
+        .expect("supported");
+    assert_eq!(plain.rope_scaling, RopeScaling::None);
 }
 
 #[test]

@@ -1,0 +1,99 @@
+//! The GPU decoder's per-step buffers, sized for the largest step seen (or reserved at
+//! start-up) and reused: a step allocates nothing once they are big enough.
+
+use inferd_kernels::cuda::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use inferd_kernels::cuda::{CudaError, Gpu};
+
+/// Widths of one token's activations.
+pub(super) struct Dims {
+    pub hidden: usize,
+    /// `num_heads * head_dim`.
+    pub q: usize,
+    /// `num_kv_heads * head_dim`.
+    pub kv: usize,
+    pub inter: usize,
+    pub vocab: usize,
+}
+
+pub(super) struct Scratch {
+    /// The residual stream `[tokens, hidden]`.
+    pub x: CudaSlice<u16>,
+    /// Normalized input of the next GEMM `[tokens, hidden]`; also the gathered logit rows.
+    pub h: CudaSlice<u16>,
+    pub q: CudaSlice<u16>,
+    pub k: CudaSlice<u16>,
+    pub v: CudaSlice<u16>,
+    /// Attention output `[tokens, q]`.
+    pub attn: CudaSlice<u16>,
+    /// `[tokens, 2 * inter]`.
+    pub gate_up: CudaSlice<u16>,
+    /// `[tokens, inter]`.
+    pub act: CudaSlice<u16>,
+    /// The normalized logit rows `[rows, hidden]`.
+    pub last: CudaSlice<u16>,
+    /// f32 `[rows, vocab]`.
+    pub logits: CudaSlice<f32>,
+    /// The packed step (`StepMeta::data`).
+    pub meta: CudaSlice<u32>,
+    /// Split-K partials of decode attention.
+    pub attn_scratch: CudaSlice<f32>,
+}
+
+/// Replaces `slot` by a zeroed buffer of at least `len` elements when it is smaller
+/// (rounded up to a power of two, so that growing steps reallocate rarely).
+fn grow<T: DeviceRepr + ValidAsZeroBits>(
+    gpu: &Gpu,
+    slot: &mut CudaSlice<T>,
+    len: usize,
+) -> Result<(), CudaError> {
+    if slot.len() < len {
+        *slot = gpu.stream().alloc_zeros::<T>(len.next_power_of_two())?;
+    }
+    Ok(())
+}
+
+impl Scratch {
+    pub fn new(gpu: &Gpu) -> Result<Self, CudaError> {
+        let s = gpu.stream();
+        Ok(Self {
+            x: s.alloc_zeros(1)?,
+            h: s.alloc_zeros(1)?,
+            q: s.alloc_zeros(1)?,
+            k: s.alloc_zeros(1)?,
+            v: s.alloc_zeros(1)?,
+            attn: s.alloc_zeros(1)?,
+            gate_up: s.alloc_zeros(1)?,
+            act: s.alloc_zeros(1)?,
+            last: s.alloc_zeros(1)?,
+            logits: s.alloc_zeros(1)?,
+            meta: s.alloc_zeros(1)?,
+            attn_scratch: s.alloc_zeros(1)?,
+        })
+    }
+
+    /// Makes every buffer big enough for `tokens` tokens, `rows` logit rows, a packed step
+    /// of `meta` words and `attn_scratch` split-K floats.
+    pub fn ensure(
+        &mut self,
+        gpu: &Gpu,
+        d: &Dims,
+        tokens: usize,
+        rows: usize,
+        meta: usize,
+        attn_scratch: usize,
+    ) -> Result<(), CudaError> {
+        grow(gpu, &mut self.x, tokens * d.hidden)?;
+        grow(gpu, &mut self.h, tokens * d.hidden)?;
+        grow(gpu, &mut self.q, tokens * d.q)?;
+        grow(gpu, &mut self.k, tokens * d.kv)?;
+        grow(gpu, &mut self.v, tokens * d.kv)?;
+        grow(gpu, &mut self.attn, tokens * d.q)?;
+        grow(gpu, &mut self.gate_up, tokens * 2 * d.inter)?;
+        grow(gpu, &mut self.act, tokens * d.inter)?;
+        grow(gpu, &mut self.last, rows * d.hidden)?;
+        grow(gpu, &mut self.logits, rows * d.vocab)?;
+        grow(gpu, &mut self.meta, meta)?;
+        grow(gpu, &mut self.attn_scratch, attn_scratch.max(1))?;
+        Ok(())
+    }
+}

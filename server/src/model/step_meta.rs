@@ -1,0 +1,163 @@
+//! One step's flat batch as a device decoder uploads it: token ids, positions, slot mapping,
+//! padded block tables, context lengths, query starts and the rows that want logits, packed
+//! into one `u32` buffer so that a step costs one host-to-device copy. Device-generic (no
+//! CUDA type), so the packing is tested on the CPU.
+
+use std::ops::Range;
+
+use super::{ForwardBatch, ModelError};
+
+/// A section of [`StepMeta::data`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    TokenIds,
+    Positions,
+    Slots,
+    /// `[num_seqs, width]`, each row padded with zeros.
+    BlockTables,
+    ContextLens,
+    /// `[num_seqs + 1]` cumulative query lengths.
+    QueryStart,
+    /// Flat-batch rows of the last token of every sequence that wants logits.
+    LogitRows,
+}
+
+const SECTIONS: usize = 7;
+
+/// The packed buffer and the facts the launches need; reused from step to step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepMeta {
+    pub data: Vec<u32>,
+    pub num_tokens: usize,
+    pub num_seqs: usize,
+    /// Entries per block-table row (the longest table, at least 1).
+    pub width: usize,
+    pub num_rows: usize,
+    /// The longest context after this step.
+    pub max_context: usize,
+    /// Every sequence has exactly one new token (the decode kernels apply).
+    pub decode_only: bool,
+    starts: [usize; SECTIONS + 1],
+}
+
+impl StepMeta {
+    /// Packs `batch`, refusing positions at or past `max_positions` (the rotary table's
+    /// length: the kernel would leave such a token unrotated).
+    pub fn pack(&mut self, batch: &ForwardBatch, max_positions: usize) -> Result<(), ModelError> {
+        if let Some(&p) = batch
+            .positions
+            .iter()
+            .find(|&&p| p as usize >= max_positions)
+        {
+            return Err(ModelError::Batch(format!(
+                "position {p} is past the model's {max_positions} positions"
+            )));
+        }
+        let n = batch.seqs.len();
+        let width = batch
+            .seqs
+            .iter()
+            .map(|s| s.block_table.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let rows = batch.logit_rows();
+        let d = &mut self.data;
+        d.clear();
+        let mut starts = [0usize; SECTIONS + 1];
+        starts[0] = 0;
+        d.extend_from_slice(&batch.token_ids);
+        starts[1] = d.len();
+        d.extend_from_slice(&batch.positions);
+        starts[2] = d.len();
+        d.extend_from_slice(&batch.slot_mapping);
+        starts[3] = d.len();
+        for s in &batch.seqs {
+            d.extend_from_slice(&s.block_table);
+            d.extend(std::iter::repeat_n(0, width - s.block_table.len()));
+        }
+        starts[4] = d.len();
+        d.extend(batch.seqs.iter().map(|s| s.context_len as u32));
+        starts[5] = d.len();
+        d.push(0);
+        let mut acc = 0u32;
+        for s in &batch.seqs {
+            acc += s.query_len as u32;
+            d.push(acc);
+        }
+        starts[6] = d.len();
+        d.extend_from_slice(&rows);
+        starts[7] = d.len();
+        self.starts = starts;
+        self.num_tokens = batch.num_tokens();
+        self.num_seqs = n;
+        self.width = width;
+        self.num_rows = rows.len();
+        self.max_context = batch.seqs.iter().map(|s| s.context_len).max().unwrap_or(0);
+        self.decode_only = batch.seqs.iter().all(|s| s.query_len == 1);
+        Ok(())
+    }
+
+    /// Where `section` lies in [`StepMeta::data`].
+    pub fn range(&self, section: Section) -> Range<usize> {
+        let i = section as usize;
+        self.starts[i]..self.starts[i + 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_seqs() -> ForwardBatch {
+        let mut b = ForwardBatch::default();
+        // A prefill chunk of 3 tokens at positions 4.. over blocks [7, 2] (block size 4),
+        // then one decode token at position 5 of a sequence over [9, 3].
+        b.push_seq(&[10, 11, 12], 4, &[7, 2], 4, true);
+        b.push_seq(&[13], 5, &[9, 3], 4, false);
+        b
+    }
+
+    #[test]
+    fn every_section_holds_what_the_kernels_read() {
+        let mut m = StepMeta::default();
+        m.pack(&two_seqs(), 64).unwrap();
+        let s = |sec| m.data[m.range(sec)].to_vec();
+        assert_eq!(s(Section::TokenIds), [10, 11, 12, 13]);
+        assert_eq!(s(Section::Positions), [4, 5, 6, 5]);
+        assert_eq!(s(Section::Slots), [2 * 4, 2 * 4 + 1, 2 * 4 + 2, 3 * 4 + 1]);
+        assert_eq!(s(Section::BlockTables), [7, 2, 9, 3]);
+        assert_eq!(s(Section::ContextLens), [7, 6]);
+        assert_eq!(s(Section::QueryStart), [0, 3, 4]);
+        assert_eq!(s(Section::LogitRows), [2]);
+        assert_eq!(
+            (m.num_tokens, m.num_seqs, m.width, m.num_rows),
+            (4, 2, 2, 1)
+        );
+        assert_eq!(m.max_context, 7);
+        assert!(!m.decode_only);
+    }
+
+    #[test]
+    fn ragged_tables_are_padded_and_a_reused_buffer_forgets_the_last_step() {
+        let mut m = StepMeta::default();
+        m.pack(&two_seqs(), 64).unwrap();
+        let mut b = ForwardBatch::default();
+        b.push_seq(&[1], 8, &[5, 6, 4], 4, true);
+        b.push_seq(&[2], 0, &[1], 4, true);
+        m.pack(&b, 64).unwrap();
+        assert_eq!(m.data[m.range(Section::BlockTables)], [5, 6, 4, 1, 0, 0]);
+        assert_eq!(m.data[m.range(Section::LogitRows)], [0, 1]);
+        assert_eq!(m.range(Section::LogitRows).end, m.data.len());
+        assert!(m.decode_only);
+        assert_eq!(m.width, 3);
+    }
+
+    #[test]
+    fn a_position_past_the_rotary_table_is_refused() {
+        let mut b = ForwardBatch::default();
+        b.push_seq(&[1, 2], 63, &[0; 17], 4, true);
+        let err = StepMeta::default().pack(&b, 64).unwrap_err();
+        assert!(err.to_string().contains("position 64"), "{err}");
+    }
+}
