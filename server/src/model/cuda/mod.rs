@@ -70,10 +70,6 @@ pub struct CudaDecoder {
     meta: RefCell<StepMeta>,
 }
 
-// SAFETY: the decoder is moved to the engine thread and used there only (`CausalLm: Send`);
-// its `RefCell`s are never shared across threads. cudarc's handles are `Send`.
-unsafe impl Send for CudaDecoder {}
-
 fn cuda(e: CudaError) -> ModelError {
     ModelError::Cuda(e)
 }
