@@ -33,11 +33,12 @@ pub(crate) fn start_on_gpu(
     };
     let started = std::time::Instant::now();
     let gpu = Arc::new(Gpu::open(info.ordinal).with_context(ctx)?);
-    // Tensors are read on the CPU in f32 (GGUF dequantized) and rounded to bf16 on upload.
+    // Tensors are read on the CPU straight in the GPU dtype (a bf16 safetensors file is
+    // copied, not converted; GGUF is dequantized, then rounded) and uploaded one by one.
     let opts = LoadOptions {
         dequantize: true,
         device: Device::Cpu,
-        dtype: DType::F32,
+        dtype: GPU_DTYPE,
     };
     let shown = path.display().to_string();
     let loaded = loader::load_with(&path, &opts, &mut |s, names, src| {
