@@ -63,6 +63,41 @@ fn linear_matches_the_cpu_kernel() {
     }
 }
 
+/// The output projection: f32 logits straight from the GEMM (no rounding to the dtype), so
+/// the tolerance is the accumulation's, far below one ulp of the dtype.
+#[test]
+fn linear_f32_matches_the_cpu_kernel_unrounded() {
+    let gpu = gpu();
+    let blas = Blas::new(gpu).expect("cuBLASLt");
+    for dtype in DTYPES {
+        for (m, n, k) in [(1, 49152, 576), (7, 32000, 2048), (16, 128256, 1024)] {
+            let mut rng = Rng::new((m + n * k) as u64);
+            let x = round(dtype, &rand_vec(&mut rng, m * k, 1.0));
+            let w = round(dtype, &rand_vec(&mut rng, n * k, 1.0 / (k as f32).sqrt()));
+            let want = inferd_kernels::linear(
+                &Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap(),
+                &Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(),
+            )
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+            let (gx, gw) = (upload_f(dtype, &x), upload_f(dtype, &w));
+            let mut gy = upload(&vec![0f32; m * n]);
+            blas.linear_f32(gpu, dtype, (m, n, k), &gx, &gw, &mut gy)
+                .unwrap();
+            // Both sum k exact products of dtype values in f32, in different orders.
+            assert_close_slice(
+                &format!("{dtype:?} linear_f32 m={m} n={n} k={k}"),
+                &download(&gy),
+                &want,
+                1e-4,
+            );
+        }
+    }
+}
+
 #[test]
 fn linear_checks_its_operands() {
     let gpu = gpu();
