@@ -77,13 +77,16 @@ __device__ void decode_impl(T* __restrict__ out, float* __restrict__ scratch,
     const int h = blockIdx.x, s = blockIdx.y, part = blockIdx.z;
     const int num_heads = gridDim.x, num_seqs = gridDim.y, parts = gridDim.z;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int ctx = (int)context_lens[s];
     const int t0 = part * PARTITION;
     T* o = out + ((size_t)s * num_heads + h) * D;
-    if (ctx > parts * PARTITION || ctx > max_blocks * block_size) {
+    // Bounds compared unsigned (both fit an int: the launcher checks): a context >= 2^31
+    // must not wrap to a negative int, which would pass them and write zeros, not NaN.
+    const uint32_t ctx_u = context_lens[s];
+    if (ctx_u > (uint32_t)(parts * PARTITION) || ctx_u > (uint32_t)(max_blocks * block_size)) {
         if (part == 0) fill<T, D>(o, NAN);
         return;
     }
+    const int ctx = (int)ctx_u;
     if (t0 >= ctx) {
         if (part == 0) fill<T, D>(o, 0.f);
         return;
@@ -192,8 +195,12 @@ __device__ void reduce_impl(T* __restrict__ out, const float* __restrict__ scrat
                             int block_size, int max_blocks) {
     const int h = blockIdx.x, s = blockIdx.y;
     const int num_heads = gridDim.x, num_seqs = gridDim.y;
-    const int ctx = (int)context_lens[s];
-    if (ctx <= PARTITION || ctx > parts * PARTITION || ctx > max_blocks * block_size) return;
+    // Unsigned, as in decode: a context >= 2^31 is decode's NaN case, left alone here.
+    const uint32_t ctx_u = context_lens[s];
+    if (ctx_u <= (uint32_t)PARTITION || ctx_u > (uint32_t)(parts * PARTITION) ||
+        ctx_u > (uint32_t)(max_blocks * block_size))
+        return;
+    const int ctx = (int)ctx_u;
     const int n = (ctx + PARTITION - 1) / PARTITION;
     const size_t idx0 = ((size_t)s * num_heads + h) * parts;
     const size_t cells = (size_t)num_seqs * num_heads * parts;
@@ -264,12 +271,16 @@ __device__ void prefill_impl(T* __restrict__ out, const T* __restrict__ q,
     const int q0 = (int)query_start[seq];
     const bool bad_rows = query_start[seq + 1] > (uint32_t)num_tokens;
     const int q_len = (int)min(query_start[seq + 1], (uint32_t)num_tokens) - q0;
-    const int ctx = (int)context_lens[seq];
+    // Checked unsigned before the cast: a context >= 2^31 cast to int is negative, passed the
+    // table check below, and `ctx - q_len + j0` could overflow to a huge `first`, walking
+    // positions (and block table entries) far past the sequence's table.
+    const bool bad_ctx = context_lens[seq] > (uint32_t)(max_blocks * block_size);
+    const int ctx = bad_ctx ? 0 : (int)context_lens[seq];
     const int rows = min(TQ, q_len - j0);
     // Position of the tile's row 0 and of its last row.
     const int first = ctx - q_len + j0, last = first + rows - 1;
     // Rows past num_tokens, q_len > ctx, or a context past its table: NaN rows, not silence.
-    if (bad_rows || ctx > max_blocks * block_size || first < 0) {
+    if (bad_rows || bad_ctx || first < 0) {
         for (int i = tid; i < rows * D; i += THREADS)
             out[((size_t)(q0 + j0 + i / D) * num_heads + h) * D + i % D] = from_float<T>(NAN);
         return;
