@@ -12,6 +12,7 @@ mod common;
 mod harness;
 
 mod activation;
+mod attention;
 mod cache;
 mod embedding;
 mod linear;
