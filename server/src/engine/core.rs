@@ -209,7 +209,12 @@ impl EngineCore {
         if plan.scheduled.is_empty() {
             return;
         }
-        let batch = self.build_batch(&plan);
+        let mut batch = self.build_batch(&plan);
+        batch.argmax_only = plan.scheduled.iter().filter(|s| s.sample).all(|s| {
+            self.active
+                .get(&s.id)
+                .is_some_and(|a| a.logprobs.is_none() && a.sampler.is_plain_greedy())
+        });
         let mut logits = match self.model.forward(&batch, &self.cache) {
             Ok(l) => l,
             Err(e) => {
@@ -229,6 +234,16 @@ impl EngineCore {
             let Some(a) = self.active.get_mut(&s.id) else {
                 continue;
             };
+            if let Some(ids) = &logits.argmax {
+                // An argmax-only batch: every sampled row is plain greedy (nothing to record).
+                let token = SampledToken {
+                    id: ids[r],
+                    ..Default::default()
+                };
+                self.sched.append_token(s.id, token.id);
+                self.emit(s.id, token);
+                continue;
+            }
             let logits_row = logits.row_mut(r);
             let token = match a.logprobs {
                 None => SampledToken {

@@ -52,6 +52,18 @@ struct Script {
     fail_at: Option<usize>,
     /// Tokens computed per call.
     batch_tokens: Vec<usize>,
+    /// Calls answered with argmax ids only (`ForwardBatch::argmax_only`).
+    argmax_steps: usize,
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 struct FakeModel {
@@ -86,7 +98,17 @@ impl CausalLm for FakeModel {
             row[next_token(&context) as usize] = 10.0;
             data.extend(row);
         }
-        Ok(Logits { data, vocab: VOCAB })
+        if batch.argmax_only {
+            // Answer as a GPU decoder does: the argmax of each row, no rows.
+            script.argmax_steps += 1;
+            let ids = data.chunks(VOCAB).map(argmax).collect();
+            return Ok(Logits {
+                data: vec![],
+                vocab: VOCAB,
+                argmax: Some(ids),
+            });
+        }
+        Ok(Logits::full(data, VOCAB))
     }
 }
 
@@ -180,6 +202,23 @@ impl Harness {
         self.tx.try_send(request).unwrap();
         self.core.intake();
         receivers
+    }
+
+    /// Submits one choice with `sampling`.
+    fn submit_sampling(&mut self, prompt: &[u32], sampling: SamplingParams) -> Events {
+        let (tx, rx) = mpsc::channel(sampling.max_tokens + 2);
+        self.core.pending.fetch_add(1, Ordering::AcqRel);
+        let request = GenerationRequest {
+            request_id: format!("r{}", self.core.next_id),
+            prompt_tokens: prompt.to_vec(),
+            sampling,
+            events: vec![tx],
+            arrival: Instant::now(),
+            deadline: None,
+        };
+        self.tx.try_send(request).unwrap();
+        self.core.intake();
+        rx
     }
 
     fn tick(&mut self) {
@@ -390,5 +429,34 @@ fn an_eos_token_finishes_with_stop() {
     let r = received(&mut rx[0]);
     assert_eq!(r.tokens, expected(&PROMPT, 1));
     assert_eq!(r.end, Some(End::Finished(FinishReason::Stop, 1)));
+    h.assert_clean();
+}
+
+#[test]
+fn greedy_steps_ask_for_argmax_ids_only_and_logprobs_ask_for_rows() {
+    let mut h = harness(config(4, 64, 32, false));
+    let mut greedy = h.submit(&PROMPT, 5, 1);
+    h.run_idle();
+    let steps = h.script.lock().unwrap().argmax_steps;
+    assert_eq!(steps, 5, "every greedy step reads argmax ids only");
+    assert_eq!(received(&mut greedy[0]).tokens, expected(&PROMPT, 5));
+
+    // One sequence that wants logprobs needs the rows: no step of it is argmax-only, and the
+    // greedy sequence beside it gets the same tokens from the rows.
+    let other = [2, 7, 1, 8];
+    let mut g = h.submit(&other, 4, 1);
+    let mut lp = h.submit_sampling(
+        &PROMPT,
+        SamplingParams {
+            temperature: 0.0,
+            max_tokens: 4,
+            logprobs: Some(2),
+            ..Default::default()
+        },
+    );
+    h.run_idle();
+    assert_eq!(h.script.lock().unwrap().argmax_steps, steps);
+    assert_eq!(received(&mut g[0]).tokens, expected(&other, 4));
+    assert_eq!(received(&mut lp).tokens, expected(&PROMPT, 4));
     h.assert_clean();
 }

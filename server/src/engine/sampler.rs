@@ -41,6 +41,16 @@ impl Sampler {
         }
     }
 
+    /// Whether [`Sampler::sample`] is the row's argmax (lowest id among equals) and records
+    /// nothing: greedy (temperature 0 or `top_k = 1`) with no penalty. Such a row may be
+    /// answered by a device argmax without copying it to the host.
+    pub fn is_plain_greedy(&self) -> bool {
+        let p = &self.params;
+        let inv_t = 1.0 / p.temperature;
+        let greedy = !(inv_t > 0.0 && inv_t.is_finite()) || p.top_k == Some(1);
+        greedy && self.counts.is_none() && self.seen.is_none()
+    }
+
     /// Picks the next token from `logits` (indexed by token id; left with unspecified
     /// contents) and records it. NaN counts as `-inf`; with no finite logit or a `+inf` one
     /// this is the argmax; an empty row yields 0.

@@ -21,6 +21,10 @@ pub struct ForwardBatch {
     /// Where each new token's K/V goes: `block * block_size + offset`.
     pub slot_mapping: Vec<u32>,
     pub seqs: Vec<SeqInBatch>,
+    /// Every row that wants logits will be sampled greedily with no logprobs (its argmax is
+    /// all the engine reads): a GPU decoder may answer [`Logits::argmax`] instead of copying
+    /// the rows to the host. A host decoder ignores it and answers full rows.
+    pub argmax_only: bool,
 }
 
 impl ForwardBatch {
@@ -76,9 +80,21 @@ impl ForwardBatch {
 pub struct Logits {
     pub data: Vec<f32>,
     pub vocab: usize,
+    /// The argmax of every requested row (lowest id among equals), when the decoder answered
+    /// an [`ForwardBatch::argmax_only`] batch so; `data` is then empty.
+    pub argmax: Option<Vec<u32>>,
 }
 
 impl Logits {
+    /// Full rows `[rows, vocab]`.
+    pub fn full(data: Vec<f32>, vocab: usize) -> Self {
+        Self {
+            data,
+            vocab,
+            argmax: None,
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.data.len().checked_div(self.vocab).unwrap_or(0)
     }

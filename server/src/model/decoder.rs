@@ -112,10 +112,7 @@ impl CausalLm for Decoder {
         let t = batch.num_tokens();
         let vocab = self.shape.vocab_size;
         if t == 0 {
-            return Ok(Logits {
-                data: vec![],
-                vocab,
-            });
+            return Ok(Logits::full(vec![], vocab));
         }
         let cache = cache.host()?;
         let at = self.rope.at(&batch.positions)?;
@@ -127,10 +124,7 @@ impl CausalLm for Decoder {
         }
         let rows = batch.logit_rows();
         if rows.is_empty() {
-            return Ok(Logits {
-                data: vec![],
-                vocab,
-            });
+            return Ok(Logits::full(vec![], vocab));
         }
         let n = rows.len();
         let last = x.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
@@ -141,6 +135,6 @@ impl CausalLm for Decoder {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        Ok(Logits { data, vocab })
+        Ok(Logits::full(data, vocab))
     }
 }

@@ -9,8 +9,10 @@
 //! gate/up GEMM, `silu_mul`, `x += down · act`; then the rows that want logits are gathered,
 //! normalized and projected to f32 logits, which are copied back.
 //!
-//! Not yet here (docs/cuda.md, Status): CUDA graphs of decode steps, and sampling on the
-//! device (today every logits row crosses to the host as on the CPU path).
+//! A batch whose every row is plain greedy (`ForwardBatch::argmax_only`) is answered with
+//! the rows' argmax ids, computed on the device; otherwise the f32 rows cross to the host.
+//! Not yet here (docs/cuda.md, Status): CUDA graphs of decode steps, and top-k/top-p
+//! candidates on the device.
 
 mod kv;
 mod scratch;
@@ -26,6 +28,7 @@ use inferd_kernels::cuda::ops::cache::CacheKernels;
 use inferd_kernels::cuda::ops::embedding::EmbeddingKernels;
 use inferd_kernels::cuda::ops::norm::NormKernels;
 use inferd_kernels::cuda::ops::rotary::{RotaryKernels, RotaryShape};
+use inferd_kernels::cuda::ops::sampling::SamplingKernels;
 use inferd_kernels::cuda::{Blas, CudaError, Dtype, Gpu};
 use inferd_kernels::reference::rotary::{rotary_table, RotaryStyle};
 
@@ -46,6 +49,7 @@ struct Kernels {
     act: ActivationKernels,
     embed: EmbeddingKernels,
     cache: CacheKernels,
+    sampling: SamplingKernels,
 }
 
 pub struct CudaDecoder {
@@ -101,6 +105,7 @@ impl CudaDecoder {
             act: ActivationKernels::new(&gpu, dtype).map_err(cuda)?,
             embed: EmbeddingKernels::new(&gpu, dtype).map_err(cuda)?,
             cache: CacheKernels::new(&gpu, dtype).map_err(cuda)?,
+            sampling: SamplingKernels::new(&gpu).map_err(cuda)?,
         };
         let weights = Weights::load(&gpu, dtype, spec, names, src)?;
         let max_pos = s.max_position_embeddings;
@@ -206,10 +211,7 @@ impl CausalLm for CudaDecoder {
         let vocab = self.shape.vocab_size;
         let t = batch.num_tokens();
         if t == 0 {
-            return Ok(Logits {
-                data: vec![],
-                vocab,
-            });
+            return Ok(Logits::full(vec![], vocab));
         }
         let KvCache::Cuda(kv) = cache else {
             return Err(ModelError::Batch(
@@ -393,10 +395,7 @@ impl CausalLm for CudaDecoder {
         }
         if r == 0 {
             stream.synchronize().map_err(CudaError::from)?;
-            return Ok(Logits {
-                data: vec![],
-                vocab,
-            });
+            return Ok(Logits::full(vec![], vocab));
         }
         // The rows that want logits: a gather over the flat batch (the embedding kernel with
         // the hidden states as its table), the final norm, the f32 output projection.
@@ -426,10 +425,31 @@ impl CausalLm for CudaDecoder {
         self.blas
             .linear_f32(gpu, dt, (r, vocab, h), &sc.last, head, &mut sc.logits)
             .map_err(cuda)?;
+        if batch.argmax_only {
+            // Greedy rows: only their ids cross to the host.
+            k.sampling
+                .argmax(
+                    gpu,
+                    r,
+                    vocab,
+                    &sc.logits.slice(..),
+                    &mut sc.ids.slice_mut(..),
+                )
+                .map_err(cuda)?;
+            let ids = stream
+                .clone_dtoh(&sc.ids.slice(..r))
+                .map_err(CudaError::from)?;
+            stream.synchronize().map_err(CudaError::from)?;
+            return Ok(Logits {
+                data: vec![],
+                vocab,
+                argmax: Some(ids),
+            });
+        }
         let data = stream
             .clone_dtoh(&sc.logits.slice(..r * vocab))
             .map_err(CudaError::from)?;
         stream.synchronize().map_err(CudaError::from)?;
-        Ok(Logits { data, vocab })
+        Ok(Logits::full(data, vocab))
     }
 }

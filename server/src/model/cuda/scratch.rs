@@ -37,6 +37,8 @@ pub(super) struct Scratch {
     pub meta: CudaSlice<u32>,
     /// Split-K partials of decode attention.
     pub attn_scratch: CudaSlice<f32>,
+    /// The argmax ids of the logit rows.
+    pub ids: CudaSlice<u32>,
 }
 
 /// Replaces `slot` by a zeroed buffer of at least `len` elements when it is smaller
@@ -68,6 +70,7 @@ impl Scratch {
             logits: s.alloc_zeros(1)?,
             meta: s.alloc_zeros(1)?,
             attn_scratch: s.alloc_zeros(1)?,
+            ids: s.alloc_zeros(1)?,
         })
     }
 
@@ -94,6 +97,7 @@ impl Scratch {
         grow(gpu, &mut self.logits, rows * d.vocab)?;
         grow(gpu, &mut self.meta, meta)?;
         grow(gpu, &mut self.attn_scratch, attn_scratch.max(1))?;
+        grow(gpu, &mut self.ids, rows)?;
         Ok(())
     }
 }
