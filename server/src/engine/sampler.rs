@@ -279,6 +279,30 @@ mod tests {
         (0..n).map(|_| rng.random::<f32>() * 12.0 - 6.0).collect()
     }
 
+    /// A row the engine lets a device answer with its argmax must sample to that argmax, and
+    /// anything with a penalty or a draw must not be answered so.
+    #[test]
+    fn plain_greedy_is_exactly_the_argmax_and_nothing_else() {
+        for p in [sp(0.0, |_| ()), sp(0.8, |p| p.top_k = Some(1))] {
+            assert!(Sampler::new(&p, &[1, 2], 0).is_plain_greedy(), "{p:?}");
+            for salt in 0..20 {
+                let logits = row(300, salt);
+                let first_max = (0..logits.len())
+                    .fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
+                assert_eq!(run(&p, &logits, 1), [first_max as u32]);
+            }
+        }
+        for p in [
+            sp(0.8, |_| ()),
+            sp(1.0, |p| p.top_k = Some(2)),
+            sp(0.0, |p| p.presence_penalty = 0.5),
+            sp(0.0, |p| p.frequency_penalty = 0.5),
+            sp(0.0, |p| p.repetition_penalty = 1.2),
+        ] {
+            assert!(!Sampler::new(&p, &[1, 2], 0).is_plain_greedy(), "{p:?}");
+        }
+    }
+
     #[test]
     fn greedy_and_one_token_truncations_pick_the_argmax() {
         assert_eq!(run(&sp(0.0, |_| ()), &[0.1, 3.0, -1.0, 2.9], 3), [1; 3]);
