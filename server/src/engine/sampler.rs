@@ -287,8 +287,8 @@ mod tests {
             assert!(Sampler::new(&p, &[1, 2], 0).is_plain_greedy(), "{p:?}");
             for salt in 0..20 {
                 let logits = row(300, salt);
-                let first_max = (0..logits.len())
-                    .fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
+                let first_max =
+                    (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
                 assert_eq!(run(&p, &logits, 1), [first_max as u32]);
             }
         }
