@@ -12,6 +12,19 @@ fn rand_vec(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.unit() * scale).collect()
 }
 
+/// The CPU kernel's `x [m, k] · w [n, k]ᵀ`, flat.
+fn cpu_linear(x: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    inferd_kernels::linear(
+        &Tensor::from_slice(x, (m, k), &Device::Cpu).unwrap(),
+        &Tensor::from_slice(w, (n, k), &Device::Cpu).unwrap(),
+    )
+    .unwrap()
+    .flatten_all()
+    .unwrap()
+    .to_vec1::<f32>()
+    .unwrap()
+}
+
 #[test]
 fn linear_matches_the_cpu_kernel() {
     let gpu = gpu();
@@ -28,15 +41,7 @@ fn linear_matches_the_cpu_kernel() {
             // Scaled so every output is O(1): the tolerance is then relative to 1.
             let x = round(dtype, &rand_vec(&mut rng, m * k, 1.0));
             let w = round(dtype, &rand_vec(&mut rng, n * k, 1.0 / (k as f32).sqrt()));
-            let want = inferd_kernels::linear(
-                &Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap(),
-                &Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(),
-            )
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+            let want = cpu_linear(&x, &w, (m, n, k));
             let (gx, gw) = (upload_f(dtype, &x), upload_f(dtype, &w));
             let mut gy = upload_f(dtype, &vec![0.0; m * n]);
             blas.linear(gpu, dtype, (m, n, k), &gx, &gw, &mut gy, false)
@@ -74,15 +79,7 @@ fn linear_f32_matches_the_cpu_kernel_unrounded() {
             let mut rng = Rng::new((m + n * k) as u64);
             let x = round(dtype, &rand_vec(&mut rng, m * k, 1.0));
             let w = round(dtype, &rand_vec(&mut rng, n * k, 1.0 / (k as f32).sqrt()));
-            let want = inferd_kernels::linear(
-                &Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap(),
-                &Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap(),
-            )
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+            let want = cpu_linear(&x, &w, (m, n, k));
             let (gx, gw) = (upload_f(dtype, &x), upload_f(dtype, &w));
             let mut gy = upload(&vec![0f32; m * n]);
             blas.linear_f32(gpu, dtype, (m, n, k), &gx, &gw, &mut gy)

@@ -53,6 +53,17 @@ impl ForwardBatch {
         });
     }
 
+    /// Entries of the widest block table, at least 1: the row width of the padded
+    /// `[seqs, width]` tables the attention kernels read.
+    pub fn table_width(&self) -> usize {
+        self.seqs
+            .iter()
+            .map(|s| s.block_table.len())
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
     pub fn num_tokens(&self) -> usize {
         self.token_ids.len()
     }

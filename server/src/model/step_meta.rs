@@ -54,13 +54,7 @@ impl StepMeta {
             )));
         }
         let n = batch.seqs.len();
-        let width = batch
-            .seqs
-            .iter()
-            .map(|s| s.block_table.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let width = batch.table_width();
         let rows = batch.logit_rows();
         let d = &mut self.data;
         d.clear();

@@ -20,13 +20,7 @@ pub struct PagedBatch {
 impl PagedBatch {
     pub fn new(batch: &ForwardBatch, device: &Device) -> Result<Self, ModelError> {
         let n = batch.seqs.len();
-        let width = batch
-            .seqs
-            .iter()
-            .map(|s| s.block_table.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let width = batch.table_width();
         let mut tables = vec![0u32; n * width];
         let mut ctx = Vec::with_capacity(n);
         let mut qsl = Vec::with_capacity(n + 1);
