@@ -45,7 +45,11 @@ fi
 
 # ---- The three binaries, before anything is written.
 need() { # need PATH MAKE_TARGET
-    [ -f "$1" ] && [ -x "$1" ] || die "$1 not found (or not executable): build it with \`make $2\` (or \`make gpu-pack\`)"
+    local also=""
+    [ "$2" = gpu-pack ] || also=" (\`make gpu-pack\` builds all three and packs them)"
+    if [ ! -f "$1" ] || [ ! -x "$1" ]; then
+        die "$1 not found (or not executable): build it with \`make $2\`$also"
+    fi
 }
 inferd_src="$target/release/inferd-cuda"
 bench_src="$target/release/inferd-bench"
