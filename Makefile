@@ -39,7 +39,7 @@ lint:
 
 ## Everything CI checks: formatting, lints, unit tests, end-to-end tests with the real model,
 ## and the CUDA build (compiled and linted here, no GPU needed; see cuda-check).
-test: models pydeps lint build chart-test cuda-check
+test: models pydeps lint build chart-test gpu-check-dry cuda-check
 	$(CARGO) test --release --locked --workspace --no-fail-fast
 
 ## The CUDA 13.0 compiler toolchain (pinned sha256 wheels) in a cache outside the clone.
@@ -94,6 +94,12 @@ gpu-pack: build-cuda
 chart-test: pydeps build
 	INFERD_BIN=$(TARGET_DIR)/release/inferd \
 		.venv/bin/python -m pytest tests/chart -q
+
+## The GPU check without a GPU: scripts/gpu-check.sh stops at once and clearly with no GPU,
+## scripts/pack-gpu-check.sh packs fake binaries as gpu-check.sh expects them, and the pure
+## Python of its helpers (agreement rule, report) on made-up results. No GPU, torch or Rust.
+gpu-check-dry: pydeps
+	.venv/bin/python -m pytest tests/gpu -q
 
 ## Build inferd and inferd-bench, serve the default models on a free port, run a short sweep
 ## (concurrency 1,4,16), write bench-results/<timestamp>/ and stop the server.
