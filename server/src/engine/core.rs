@@ -10,12 +10,12 @@ use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
-use super::logprobs::{log_sum_exp, logprob, top_k};
+use super::pick::pick;
 use super::sampler::Sampler;
 use super::scheduler::{Scheduler, SeqId, StepPlan};
 use super::types::{EngineError, SampledToken};
 use super::{EngineConfig, EngineStats, FinishReason, GenerationRequest, TokenEvent};
-use crate::model::{CausalLm, ForwardBatch, KvCache};
+use crate::model::{CausalLm, ForwardBatch, KvCache, RowNeed};
 use crate::telemetry::metrics::ModelMetrics;
 
 /// Per-sequence state the scheduler doesn't need.
@@ -210,11 +210,17 @@ impl EngineCore {
             return;
         }
         let mut batch = self.build_batch(&plan);
-        batch.argmax_only = plan.scheduled.iter().filter(|s| s.sample).all(|s| {
-            self.active
-                .get(&s.id)
-                .is_some_and(|a| a.logprobs.is_none() && a.sampler.is_plain_greedy())
-        });
+        let vocab = self.model.shape().vocab_size;
+        batch.needs = plan
+            .scheduled
+            .iter()
+            .filter(|s| s.sample)
+            .map(|s| {
+                self.active
+                    .get(&s.id)
+                    .map_or(RowNeed::Full, |a| a.sampler.need(a.logprobs, vocab))
+            })
+            .collect();
         let mut logits = match self.model.forward(&batch, &self.cache) {
             Ok(l) => l,
             Err(e) => {
@@ -234,39 +240,7 @@ impl EngineCore {
             let Some(a) = self.active.get_mut(&s.id) else {
                 continue;
             };
-            if let Some(ids) = &logits.argmax {
-                // An argmax-only batch: every sampled row is plain greedy (nothing to record).
-                let token = SampledToken {
-                    id: ids[r],
-                    ..Default::default()
-                };
-                self.sched.append_token(s.id, token.id);
-                self.emit(s.id, token);
-                continue;
-            }
-            let logits_row = logits.row_mut(r);
-            let token = match a.logprobs {
-                None => SampledToken {
-                    id: a.sampler.sample(logits_row),
-                    ..Default::default()
-                },
-                Some(k) => {
-                    // The sampler uses its row as scratch: keep the raw logits.
-                    let raw = logits_row.to_vec();
-                    let id = a.sampler.sample(logits_row);
-                    match log_sum_exp(&raw) {
-                        Some(lse) => SampledToken {
-                            id,
-                            logprob: Some(logprob(&raw, lse, id)),
-                            top: top_k(&raw, lse, k),
-                        },
-                        None => SampledToken {
-                            id,
-                            ..Default::default()
-                        },
-                    }
-                }
-            };
+            let token = pick(&mut a.sampler, a.logprobs, logits.answer(r), vocab);
             self.sched.append_token(s.id, token.id);
             self.emit(s.id, token);
         }

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::engine::scheduler::SchedulerConfig;
 use crate::engine::SamplingParams;
-use crate::model::{Logits, ModelError, ModelShape};
+use inferd_kernels::reference::sampling;
+
+use crate::model::{Candidates, Logits, ModelError, ModelShape, RowAnswer};
 use crate::telemetry::metrics::Metrics;
 
 const VOCAB: usize = 50;
@@ -52,18 +54,12 @@ struct Script {
     fail_at: Option<usize>,
     /// Tokens computed per call.
     batch_tokens: Vec<usize>,
-    /// Calls answered with argmax ids only (`ForwardBatch::argmax_only`).
-    argmax_steps: usize,
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
+    /// Answer as a GPU decoder does (what each row's need asks), not with full rows.
+    device: bool,
+    /// Every row's need, in order.
+    needs: Vec<RowNeed>,
+    /// Rows answered so: argmax ids, candidates, full rows.
+    answered: [usize; 3],
 }
 
 struct FakeModel {
@@ -94,21 +90,49 @@ impl CausalLm for FakeModel {
             let context: Vec<u32> = (0..s.context_len)
                 .map(|p| script.slots[&(s.block_table[p / bs] * bs as u32 + (p % bs) as u32)])
                 .collect();
-            let mut row = vec![0.0f32; VOCAB];
+            // The next token at 10, the others spread over [0, 3] (logprobs worth checking).
+            let mut row: Vec<f32> = (0..VOCAB).map(|i| (i % 7) as f32 * 0.5).collect();
             row[next_token(&context) as usize] = 10.0;
             data.extend(row);
         }
-        if batch.argmax_only {
-            // Answer as a GPU decoder does: the argmax of each row, no rows.
-            script.argmax_steps += 1;
-            let ids = data.chunks(VOCAB).map(argmax).collect();
-            return Ok(Logits {
-                data: vec![],
-                vocab: VOCAB,
-                argmax: Some(ids),
-            });
+        script.needs.extend_from_slice(&batch.needs);
+        if !script.device {
+            script.answered[2] += data.len() / VOCAB;
+            return Ok(Logits::full(data, VOCAB));
         }
-        Ok(Logits::full(data, VOCAB))
+        // Answer as a GPU decoder does, from the kernels' CPU spec.
+        let (mut full, mut answers) = (vec![], vec![]);
+        for (r, row) in data.chunks(VOCAB).enumerate() {
+            let need = batch.need(r);
+            let answer = match need {
+                RowNeed::Argmax => RowAnswer::Argmax(sampling::argmax(row)),
+                RowNeed::Top { k, temperature, .. } => {
+                    let t = sampling::top_k_lse(row, k, temperature);
+                    let c = Candidates {
+                        ids: t.ids,
+                        logits: t.logits,
+                        lse: t.lse,
+                        lse_t: t.lse_t,
+                    };
+                    if c.answer(need) {
+                        RowAnswer::Top(c)
+                    } else {
+                        RowAnswer::Full(full.len() / VOCAB)
+                    }
+                }
+                RowNeed::Full => RowAnswer::Full(full.len() / VOCAB),
+            };
+            match answer {
+                RowAnswer::Argmax(_) => script.answered[0] += 1,
+                RowAnswer::Top(_) => script.answered[1] += 1,
+                RowAnswer::Full(_) => {
+                    script.answered[2] += 1;
+                    full.extend_from_slice(row);
+                }
+            }
+            answers.push(answer);
+        }
+        Ok(Logits::answered(full, VOCAB, answers))
     }
 }
 
@@ -432,31 +456,105 @@ fn an_eos_token_finishes_with_stop() {
     h.assert_clean();
 }
 
-#[test]
-fn greedy_steps_ask_for_argmax_ids_only_and_logprobs_ask_for_rows() {
-    let mut h = harness(config(4, 64, 32, false));
-    let mut greedy = h.submit(&PROMPT, 5, 1);
-    h.run_idle();
-    let steps = h.script.lock().unwrap().argmax_steps;
-    assert_eq!(steps, 5, "every greedy step reads argmax ids only");
-    assert_eq!(received(&mut greedy[0]).tokens, expected(&PROMPT, 5));
+/// Every token event of one choice, until its end.
+fn tokens(rx: &mut Events) -> Vec<SampledToken> {
+    let mut out = vec![];
+    while let Ok(ev) = rx.try_recv() {
+        if let TokenEvent::Token(t) = ev {
+            out.push(t);
+        }
+    }
+    out
+}
 
-    // One sequence that wants logprobs needs the rows: no step of it is argmax-only, and the
-    // greedy sequence beside it gets the same tokens from the rows.
-    let other = [2, 7, 1, 8];
-    let mut g = h.submit(&other, 4, 1);
-    let mut lp = h.submit_sampling(
-        &PROMPT,
-        SamplingParams {
+/// Requests of every sampling kind, run at once; returns what each received and the
+/// fake's script.
+fn mixed_run(device: bool) -> (Vec<Vec<SampledToken>>, Script) {
+    let mut h = harness(config(8, 64, 64, false));
+    h.script.lock().unwrap().device = device;
+    let sp = |f: fn(&mut SamplingParams)| {
+        let mut p = SamplingParams {
             temperature: 0.0,
-            max_tokens: 4,
-            logprobs: Some(2),
+            max_tokens: 5,
+            seed: Some(11),
             ..Default::default()
-        },
-    );
+        };
+        f(&mut p);
+        p
+    };
+    let kinds = [
+        sp(|_| ()),                                                         // argmax
+        sp(|p| p.logprobs = Some(3)), // top 3 (greedy + logprobs)
+        sp(|p| (p.temperature, p.top_k) = (0.7, Some(5))), // top 5
+        sp(|p| (p.temperature, p.top_p, p.logprobs) = (1.0, 0.9, Some(2))), // nucleus
+        sp(|p| p.temperature = 1.0),  // a draw over the whole row
+        sp(|p| p.presence_penalty = 0.5), // a penalty
+    ];
+    let mut rxs: Vec<Events> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, p)| h.submit_sampling(&[1 + i as u32, 2, 3], p.clone()))
+        .collect();
     h.run_idle();
-    assert_eq!(h.script.lock().unwrap().argmax_steps, steps);
-    assert_eq!(received(&mut g[0]).tokens, expected(&other, 4));
-    assert_eq!(received(&mut lp).tokens, expected(&PROMPT, 4));
     h.assert_clean();
+    let got = rxs.iter_mut().map(tokens).collect();
+    let script = std::mem::take(&mut *h.script.lock().unwrap());
+    (got, script)
+}
+
+#[test]
+fn each_row_says_what_it_needs_and_device_answers_sample_as_full_rows() {
+    let (host, host_script) = mixed_run(false);
+    let (dev, script) = mixed_run(true);
+    // Six requests of five tokens: the needs the engine asked for, per kind.
+    let first_step = &script.needs[..6];
+    let top = |k, temperature, mass| RowNeed::Top {
+        k,
+        temperature,
+        mass,
+    };
+    assert_eq!(
+        first_step,
+        [
+            RowNeed::Argmax,
+            top(3, 0.0, 0.0),
+            top(5, 0.7, 0.0),
+            top(VOCAB, 1.0, 0.9),
+            RowNeed::Full,
+            RowNeed::Full,
+        ]
+    );
+    assert_eq!(
+        host_script.needs, script.needs,
+        "the needs do not depend on the answers"
+    );
+    assert_eq!(
+        host_script.answered,
+        [0, 0, 30],
+        "a host decoder answers full rows"
+    );
+    assert_eq!(
+        script.answered,
+        [5, 15, 10],
+        "only penalties and untruncated draws cross"
+    );
+    // The same tokens and logprobs from either: the candidates hold every drawable token.
+    for (i, (h, d)) in host.iter().zip(&dev).enumerate() {
+        assert_eq!(h.len(), 5, "request {i}");
+        let ids = |t: &[SampledToken]| t.iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(h), ids(d), "request {i}");
+        for (a, b) in h.iter().zip(d) {
+            assert_eq!(a.logprob.is_some(), b.logprob.is_some(), "request {i}");
+            let close = |x: f32, y: f32| (x - y).abs() < 1e-5;
+            assert!(close(a.logprob.unwrap_or(0.0), b.logprob.unwrap_or(0.0)));
+            assert_eq!(a.top.len(), b.top.len());
+            for (x, y) in a.top.iter().zip(&b.top) {
+                assert!(x.0 == y.0 && close(x.1, y.1), "request {i}: {x:?} vs {y:?}");
+            }
+        }
+    }
+    assert_eq!(dev[1][0].top.len(), 3);
+    // ln(e^10 / (e^10 + 7 * sum(e^(0.5 * j), j < 7))) = -0.0156
+    let lp = dev[1][0].logprob.unwrap();
+    assert!((lp + 0.0156).abs() < 1e-3, "{:?}", dev[1][0]);
 }

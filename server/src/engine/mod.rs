@@ -7,6 +7,7 @@ mod config;
 mod core;
 pub mod kv;
 pub mod logprobs;
+mod pick;
 pub mod sampler;
 pub mod scheduler;
 pub mod types;

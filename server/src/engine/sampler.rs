@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::types::SamplingParams;
+use crate::model::{Candidates, RowNeed, MAX_CANDIDATES};
 
 const CHUNK: usize = 64; // values per partial sum: draws scan the sums, then one chunk
 
@@ -111,6 +112,11 @@ impl Sampler {
                 total
             }
         };
+        self.draw_candidates(total, top_p, min_p)
+    }
+
+    /// The nucleus of `cands` (weights out of `total`), min-p, and the draw among them.
+    fn draw_candidates(&mut self, total: f64, top_p: Option<f32>, min_p: f32) -> u32 {
         if let Some(tp) = top_p {
             // The nucleus: the shortest prefix in rank order reaching `top_p` of the weight.
             self.cands.sort_unstable_by(by_rank);
@@ -126,6 +132,76 @@ impl Sampler {
         let hit = locate(self.cands.iter().map(|c| c.0), r);
         let hit = hit.or_else(|| self.cands.iter().rposition(|c| c.0 > 0.0)); // rounding
         hit.map_or(0, |i| self.cands[i].1)
+    }
+
+    /// What the engine needs of this sequence's logit row (with `logprobs` top logprobs
+    /// requested, or none) for a `vocab`-wide model: [`Sampler::sample_top`] of the
+    /// candidates a device answers draws from the distribution [`Sampler::sample`] draws
+    /// from the full row. Penalties and untruncated draws need the full row.
+    pub fn need(&self, logprobs: Option<usize>, vocab: usize) -> RowNeed {
+        if self.counts.is_some() || self.seen.is_some() {
+            return RowNeed::Full;
+        }
+        let p = &self.params;
+        let top = |k: usize, mass: f32| {
+            let k = k.max(logprobs.unwrap_or(0)).clamp(1, vocab.max(1));
+            if k > MAX_CANDIDATES {
+                return RowNeed::Full;
+            }
+            let temperature = p.temperature;
+            RowNeed::Top {
+                k,
+                temperature,
+                mass,
+            }
+        };
+        if self.is_plain_greedy() {
+            return match logprobs {
+                None => RowNeed::Argmax,
+                Some(_) => top(1, 0.0),
+            };
+        }
+        match p.top_k.filter(|&k| k > 0 && k < vocab) {
+            Some(k) => top(k, 0.0),
+            None if p.top_p < 1.0 => top(MAX_CANDIDATES, p.top_p.max(0.0)),
+            None => RowNeed::Full,
+        }
+    }
+
+    /// [`Sampler::sample`] of a `vocab`-wide row that a device answered with its best
+    /// candidates, which must answer [`Sampler::need`] (else the draw is among them only).
+    pub fn sample_top(&mut self, c: &Candidates, vocab: usize) -> u32 {
+        let token = self.choose_top(c, vocab);
+        self.seen.as_mut().map(|seen| seen.insert(token));
+        if let Some(counts) = &mut self.counts {
+            *counts.entry(token).or_default() += 1;
+        }
+        token
+    }
+
+    fn choose_top(&mut self, c: &Candidates, vocab: usize) -> u32 {
+        let (Some(&best), Some(&max)) = (c.ids.first(), c.logits.first()) else {
+            return 0;
+        };
+        let p = &self.params;
+        let inv_t = 1.0 / p.temperature;
+        let top_k = p.top_k.filter(|&k| k > 0 && k < vocab);
+        if !(inv_t > 0.0 && inv_t.is_finite() && max.is_finite()) || top_k == Some(1) {
+            return best;
+        }
+        let top_p = (p.top_p < 1.0).then_some(p.top_p.max(0.0));
+        let min_p = if p.min_p > 0.0 { p.min_p.min(1.0) } else { 0.0 };
+        let n = top_k.unwrap_or(c.ids.len()).min(c.ids.len());
+        let weigh = |(&l, &id): (&f32, &u32)| (exp_nonpos((l - max) * inv_t), id);
+        self.cands.clear();
+        self.cands
+            .extend(c.logits.iter().zip(&c.ids).take(n).map(weigh));
+        let total = match top_k {
+            Some(_) => self.cands.iter().map(|c| f64::from(c.0)).sum(),
+            // The whole row's weight, from its log-sum-exp at this temperature.
+            None => f64::from(c.lse_t - max * inv_t).exp(),
+        };
+        self.draw_candidates(total, top_p, min_p)
     }
 
     /// Temperature (+ min-p) over the whole row, which gets the weights.
@@ -325,14 +401,17 @@ mod tests {
     /// Chi-square of 20k draws against softmax(`want` / t): 3 degrees of freedom, so
     /// P(chi2 > 30) ~ 1e-6. A `-inf` in `want` marks a token that must never be drawn.
     fn assert_matches(p: &SamplingParams, logits: &[f32], want: [f32; 4]) {
+        assert_histogram(p, &run(p, logits, 20_000), want);
+    }
+
+    fn assert_histogram(p: &SamplingParams, draws: &[u32], want: [f32; 4]) {
         let e = want.map(|l| f64::from(l / p.temperature).exp());
-        let expect = e.map(|w| (w / e.iter().sum::<f64>() * 2e4).max(1e-9));
+        let n = draws.len() as f64;
+        let expect = e.map(|w| (w / e.iter().sum::<f64>() * n).max(1e-9));
         let (mut hist, mut chi2) = ([0.0; 4], 0.0);
-        run(p, logits, 20_000)
-            .iter()
-            .for_each(|&t| hist[t as usize] += 1.0);
+        draws.iter().for_each(|&t| hist[t as usize] += 1.0);
         (0..4).for_each(|i| chi2 += (hist[i] - expect[i]).powi(2) / expect[i]);
-        assert!(chi2 < 30.0, "chi2 {chi2}: {hist:?} vs {expect:?}");
+        assert!(chi2 < 30.0, "{p:?}: chi2 {chi2}: {hist:?} vs {expect:?}");
     }
 
     #[test]
@@ -354,6 +433,140 @@ mod tests {
         assert_matches(&sp(1.0, |p| p.min_p = 0.5), &logits, two);
         let p = sp(1.0, |p| (p.top_k, p.top_p) = (Some(3), 0.6));
         assert_matches(&p, &logits, two);
+    }
+
+    fn top(row: &[f32], k: usize, t: f32) -> Candidates {
+        let c = inferd_kernels::reference::sampling::top_k_lse(row, k, t);
+        Candidates {
+            ids: c.ids,
+            logits: c.logits,
+            lse: c.lse,
+            lse_t: c.lse_t,
+        }
+    }
+
+    /// What each kind of request asks of a device: the least that samples exactly.
+    #[test]
+    fn needs_ask_for_the_least_that_samples_exactly() {
+        let need = |p: SamplingParams, logprobs| Sampler::new(&p, &[1], 0).need(logprobs, 1000);
+        let top = |k, temperature, mass| RowNeed::Top {
+            k,
+            temperature,
+            mass,
+        };
+        assert_eq!(need(sp(0.0, |_| ()), None), RowNeed::Argmax);
+        assert_eq!(need(sp(0.9, |p| p.top_k = Some(1)), None), RowNeed::Argmax);
+        assert_eq!(need(sp(0.0, |_| ()), Some(0)), top(1, 0.0, 0.0));
+        assert_eq!(need(sp(0.0, |_| ()), Some(5)), top(5, 0.0, 0.0));
+        assert_eq!(
+            need(sp(0.8, |p| p.top_k = Some(40)), None),
+            top(40, 0.8, 0.0)
+        );
+        assert_eq!(
+            need(sp(0.8, |p| p.top_k = Some(2)), Some(5)),
+            top(5, 0.8, 0.0)
+        );
+        let nucleus = sp(0.8, |p| (p.top_p, p.min_p) = (0.9, 0.05));
+        assert_eq!(need(nucleus, None), top(MAX_CANDIDATES, 0.8, 0.9));
+        // A nucleus inside a top-k is inside the top-k's candidates.
+        let both = sp(0.8, |p| (p.top_k, p.top_p) = (Some(50), 0.9));
+        assert_eq!(need(both, None), top(50, 0.8, 0.0));
+        for p in [
+            sp(0.8, |_| ()),                       // a draw over the whole row
+            sp(0.8, |p| p.min_p = 0.1),            // min-p alone reaches anywhere
+            sp(0.8, |p| p.top_k = Some(1000)),     // not a truncation of 1000 tokens
+            sp(0.8, |p| p.top_k = Some(300)),      // more than the device returns
+            sp(0.0, |p| p.presence_penalty = 0.5), // penalties change the row
+            sp(0.0, |p| p.repetition_penalty = 1.1),
+        ] {
+            assert_eq!(need(p.clone(), None), RowNeed::Full, "{p:?}");
+        }
+        // A small vocabulary: the candidates are the whole row.
+        let p = sp(0.8, |p| p.top_p = 0.5);
+        assert_eq!(
+            Sampler::new(&p, &[], 0).need(Some(3), 40),
+            top(40, 0.8, 0.5)
+        );
+    }
+
+    /// Draws from candidates follow the same distribution as draws from the full row.
+    #[test]
+    fn candidate_draws_match_the_full_rows_distribution() {
+        let logits = [1.0, 2.0, 0.5, 1.5];
+        let two = [f32::NEG_INFINITY, 2.0, f32::NEG_INFINITY, 1.5];
+        let cases = [
+            (sp(1.0, |p| p.top_k = Some(2)), two),
+            (
+                sp(0.7, |p| p.top_k = Some(3)),
+                [1.0, 2.0, f32::NEG_INFINITY, 1.5],
+            ),
+            (sp(1.0, |p| p.top_p = 0.6), two),
+            (sp(1.0, |p| (p.top_k, p.top_p) = (Some(3), 0.6)), two),
+            (sp(1.0, |p| (p.top_p, p.min_p) = (0.99, 0.5)), two),
+            (sp(2.0, |p| p.top_p = 0.999), logits),
+        ];
+        for (p, want) in cases {
+            let mut s = Sampler::new(&p, &[], 0);
+            let RowNeed::Top { k, temperature, .. } = s.need(None, 4) else {
+                panic!("{p:?} needs candidates");
+            };
+            let c = top(&logits, k, temperature);
+            let draws: Vec<u32> = (0..20_000).map(|_| s.sample_top(&c, 4)).collect();
+            assert_histogram(&p, &draws, want);
+        }
+    }
+
+    #[test]
+    fn candidates_of_a_wide_row_hold_its_greedy_and_nucleus_picks() {
+        for salt in 0..10 {
+            let mut logits = row(5000, salt);
+            logits[4321] = 9.0;
+            for p in [
+                sp(0.0, |_| ()),
+                sp(1.0, |p| p.top_p = 1e-6),
+                sp(1.0, |p| (p.top_k, p.top_p) = (Some(40), 1e-6)),
+            ] {
+                let mut s = Sampler::new(&p, &[], 0);
+                let c = top(&logits, MAX_CANDIDATES, p.temperature);
+                assert_eq!(s.sample_top(&c, 5000), 4321, "{p:?}");
+            }
+            // A 0.7 nucleus: here the spike holds ~5 % and the rest is flat (the 256 best
+            // hold ~50 %), so the nucleus reaches past the candidates: the row must cross
+            // in full.
+            let wide_p = sp(1.0, |p| p.top_p = 0.7);
+            let need = Sampler::new(&wide_p, &[], 0).need(None, 5000);
+            let wide = top(&logits, MAX_CANDIDATES, 1.0);
+            assert!(!wide.answer(need), "salt {salt}: mass {}", wide.mass(1.0));
+            // Flatter below the spike (~47 %): the nucleus is a few dozen tokens, and every
+            // draw is in it (computed here directly).
+            logits.iter_mut().for_each(|l| *l /= 3.0);
+            logits[4321] = 9.0;
+            let p = sp(1.0, |p| p.top_p = 0.5);
+            let c = top(&logits, MAX_CANDIDATES, 1.0);
+            assert!(c.answer(Sampler::new(&p, &[], 0).need(None, 5000)));
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            let total: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+            let mut acc = 0.0;
+            let nucleus: Vec<u32> = order
+                .iter()
+                .take_while(|&&i| {
+                    let inside = acc < 0.5 * total;
+                    acc += f64::from(logits[i]).exp();
+                    inside
+                })
+                .map(|&i| i as u32)
+                .collect();
+            assert!(nucleus.len() > 1, "a nucleus worth sampling");
+            let mut s = Sampler::new(&p, &[], 0);
+            let dev: Vec<u32> = (0..300).map(|_| s.sample_top(&c, 5000)).collect();
+            assert!(
+                dev.iter().all(|t| nucleus.contains(t)),
+                "{dev:?} vs {nucleus:?}"
+            );
+            assert!(run(&p, &logits, 300).iter().all(|t| nucleus.contains(t)));
+            assert!(dev.contains(&4321));
+        }
     }
 
     #[test]

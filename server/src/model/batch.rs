@@ -1,5 +1,7 @@
 //! The flat, ragged batch one engine step hands to the model.
 
+use super::logits::RowNeed;
+
 /// One sequence's slice of a [`ForwardBatch`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeqInBatch {
@@ -21,10 +23,10 @@ pub struct ForwardBatch {
     /// Where each new token's K/V goes: `block * block_size + offset`.
     pub slot_mapping: Vec<u32>,
     pub seqs: Vec<SeqInBatch>,
-    /// Every row that wants logits will be sampled greedily with no logprobs (its argmax is
-    /// all the engine reads): a GPU decoder may answer [`Logits::argmax`] instead of copying
-    /// the rows to the host. A host decoder ignores it and answers full rows.
-    pub argmax_only: bool,
+    /// What the engine reads of each logit row ([`ForwardBatch::logit_rows`] order); empty
+    /// means every row in full. A device decoder may answer less than a full row where a
+    /// need allows ([`super::logits`]); a host decoder ignores this and answers full rows.
+    pub needs: Vec<RowNeed>,
 }
 
 impl ForwardBatch {
@@ -64,6 +66,12 @@ impl ForwardBatch {
             .max(1)
     }
 
+    /// What the engine reads of logit row `row` (full when [`ForwardBatch::needs`] says
+    /// nothing of it).
+    pub fn need(&self, row: usize) -> RowNeed {
+        self.needs.get(row).copied().unwrap_or(RowNeed::Full)
+    }
+
     pub fn num_tokens(&self) -> usize {
         self.token_ids.len()
     }
@@ -83,38 +91,5 @@ impl ForwardBatch {
             start += s.query_len;
         }
         rows
-    }
-}
-
-/// Logits of the rows a batch asked for, row-major `[rows, vocab]`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Logits {
-    pub data: Vec<f32>,
-    pub vocab: usize,
-    /// The argmax of every requested row (lowest id among equals), when the decoder answered
-    /// an [`ForwardBatch::argmax_only`] batch so; `data` is then empty.
-    pub argmax: Option<Vec<u32>>,
-}
-
-impl Logits {
-    /// Full rows `[rows, vocab]`.
-    pub fn full(data: Vec<f32>, vocab: usize) -> Self {
-        Self {
-            data,
-            vocab,
-            argmax: None,
-        }
-    }
-
-    pub fn rows(&self) -> usize {
-        self.data.len().checked_div(self.vocab).unwrap_or(0)
-    }
-
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.vocab..(i + 1) * self.vocab]
-    }
-
-    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
-        &mut self.data[i * self.vocab..(i + 1) * self.vocab]
     }
 }

@@ -12,11 +12,13 @@ pub mod decoder;
 pub mod kv_cache;
 pub mod layers;
 pub mod loader;
+pub mod logits;
 pub mod step_meta;
 pub mod tokenizer;
 
-pub use batch::{ForwardBatch, Logits, SeqInBatch};
+pub use batch::{ForwardBatch, SeqInBatch};
 pub use kv_cache::KvCache;
+pub use logits::{Candidates, Logits, RowAnswer, RowNeed, MAX_CANDIDATES};
 
 use candle_core::DType;
 

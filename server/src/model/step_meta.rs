@@ -1,11 +1,11 @@
 //! One step's flat batch as a device decoder uploads it: token ids, positions, slot mapping,
-//! padded block tables, context lengths, query starts and the rows that want logits, packed
-//! into one `u32` buffer so that a step costs one host-to-device copy. Device-generic (no
+//! padded block tables, context lengths, query starts, the rows that want logits and their
+//! sampling temperatures (f32 bits), packed into one `u32` buffer so that a step costs one host-to-device copy. Device-generic (no
 //! CUDA type), so the packing is tested on the CPU.
 
 use std::ops::Range;
 
-use super::{ForwardBatch, ModelError};
+use super::{ForwardBatch, ModelError, RowNeed};
 
 /// A section of [`StepMeta::data`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,9 +20,12 @@ pub enum Section {
     QueryStart,
     /// Flat-batch rows of the last token of every sequence that wants logits.
     LogitRows,
+    /// The bits of each logit row's f32 temperature (its [`RowNeed::Top`] temperature, 1
+    /// for other rows): what `top_k_lse` reads.
+    Temperatures,
 }
 
-const SECTIONS: usize = 7;
+const SECTIONS: usize = 8;
 
 /// The packed buffer and the facts the launches need; reused from step to step.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -41,9 +44,20 @@ pub struct StepMeta {
 }
 
 impl StepMeta {
-    /// Packs `batch`, refusing positions at or past `max_positions` (the rotary table's
-    /// length: the kernel would leave such a token unrotated).
-    pub fn pack(&mut self, batch: &ForwardBatch, max_positions: usize) -> Result<(), ModelError> {
+    /// Packs `batch`, refusing token ids at or past `vocab` (the embedding gather would read
+    /// past its table) and positions at or past `max_positions` (the rotary table's length:
+    /// the kernel would leave such a token unrotated).
+    pub fn pack(
+        &mut self,
+        batch: &ForwardBatch,
+        max_positions: usize,
+        vocab: usize,
+    ) -> Result<(), ModelError> {
+        if let Some(&t) = batch.token_ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::Batch(format!(
+                "token id {t} is past the model's vocabulary of {vocab}"
+            )));
+        }
         if let Some(&p) = batch
             .positions
             .iter()
@@ -82,6 +96,11 @@ impl StepMeta {
         starts[6] = d.len();
         d.extend_from_slice(&rows);
         starts[7] = d.len();
+        d.extend((0..rows.len()).map(|r| match batch.need(r) {
+            RowNeed::Top { temperature, .. } => temperature.to_bits(),
+            _ => 1.0f32.to_bits(),
+        }));
+        starts[8] = d.len();
         self.starts = starts;
         self.num_tokens = batch.num_tokens();
         self.num_seqs = n;
@@ -115,7 +134,7 @@ mod tests {
     #[test]
     fn every_section_holds_what_the_kernels_read() {
         let mut m = StepMeta::default();
-        m.pack(&two_seqs(), 64).unwrap();
+        m.pack(&two_seqs(), 64, 20).unwrap();
         let s = |sec| m.data[m.range(sec)].to_vec();
         assert_eq!(s(Section::TokenIds), [10, 11, 12, 13]);
         assert_eq!(s(Section::Positions), [4, 5, 6, 5]);
@@ -124,6 +143,7 @@ mod tests {
         assert_eq!(s(Section::ContextLens), [7, 6]);
         assert_eq!(s(Section::QueryStart), [0, 3, 4]);
         assert_eq!(s(Section::LogitRows), [2]);
+        assert_eq!(s(Section::Temperatures), [1.0f32.to_bits()]);
         assert_eq!(
             (m.num_tokens, m.num_seqs, m.width, m.num_rows),
             (4, 2, 2, 1)
@@ -135,14 +155,14 @@ mod tests {
     #[test]
     fn ragged_tables_are_padded_and_a_reused_buffer_forgets_the_last_step() {
         let mut m = StepMeta::default();
-        m.pack(&two_seqs(), 64).unwrap();
+        m.pack(&two_seqs(), 64, 20).unwrap();
         let mut b = ForwardBatch::default();
         b.push_seq(&[1], 8, &[5, 6, 4], 4, true);
         b.push_seq(&[2], 0, &[1], 4, true);
-        m.pack(&b, 64).unwrap();
+        m.pack(&b, 64, 20).unwrap();
         assert_eq!(m.data[m.range(Section::BlockTables)], [5, 6, 4, 1, 0, 0]);
         assert_eq!(m.data[m.range(Section::LogitRows)], [0, 1]);
-        assert_eq!(m.range(Section::LogitRows).end, m.data.len());
+        assert_eq!(m.range(Section::Temperatures).end, m.data.len());
         assert!(m.decode_only);
         assert_eq!(m.width, 3);
     }
@@ -151,7 +171,34 @@ mod tests {
     fn a_position_past_the_rotary_table_is_refused() {
         let mut b = ForwardBatch::default();
         b.push_seq(&[1, 2], 63, &[0; 17], 4, true);
-        let err = StepMeta::default().pack(&b, 64).unwrap_err();
+        let err = StepMeta::default().pack(&b, 64, 20).unwrap_err();
         assert!(err.to_string().contains("position 64"), "{err}");
+        let mut b = ForwardBatch::default();
+        b.push_seq(&[1, 20], 0, &[0], 4, true);
+        let err = StepMeta::default().pack(&b, 64, 20).unwrap_err();
+        assert!(err.to_string().contains("token id 20"), "{err}");
+    }
+
+    #[test]
+    fn each_logit_row_carries_its_sampling_temperature() {
+        let mut b = ForwardBatch::default();
+        b.push_seq(&[1, 2], 0, &[0], 4, true);
+        b.push_seq(&[3], 0, &[1], 4, false);
+        b.push_seq(&[4], 0, &[2], 4, true);
+        b.push_seq(&[5], 0, &[3], 4, true);
+        let top = RowNeed::Top {
+            k: 40,
+            temperature: 0.7,
+            mass: 0.0,
+        };
+        b.needs = vec![RowNeed::Argmax, top]; // the third row says nothing: full
+        let mut m = StepMeta::default();
+        m.pack(&b, 64, 20).unwrap();
+        assert_eq!(m.data[m.range(Section::LogitRows)], [1, 3, 4]);
+        let temps: Vec<f32> = m.data[m.range(Section::Temperatures)]
+            .iter()
+            .map(|&b| f32::from_bits(b))
+            .collect();
+        assert_eq!(temps, [1.0, 0.7, 1.0]);
     }
 }

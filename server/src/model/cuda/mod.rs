@@ -9,11 +9,11 @@
 //! gate/up GEMM, `silu_mul`, `x += down · act`; then the rows that want logits are gathered,
 //! normalized and projected to f32 logits, which are copied back.
 //!
-//! A batch whose every row is plain greedy (`ForwardBatch::argmax_only`) is answered with
-//! the rows' argmax ids, computed on the device; otherwise the f32 rows cross to the host.
-//! Not yet here (docs/cuda.md, Status): CUDA graphs of decode steps, and top-k/top-p
-//! candidates on the device.
+//! The logit rows stay on the device; what crosses to the host is what each row's
+//! `RowNeed` reads (`answer`): argmax ids, top-k/top-p candidates, or full rows.
+//! Not yet here (docs/cuda.md, Status): CUDA graphs of decode steps.
 
+mod answer;
 mod kv;
 mod scratch;
 mod weights;
@@ -152,7 +152,7 @@ impl CudaDecoder {
     ) -> Result<(), ModelError> {
         let attn_scratch = self.attention_len(max_seqs, max_context);
         // Block tables at their widest: one block per token (block size 1).
-        let meta = 3 * max_tokens + max_seqs * max_context + 3 * max_seqs + 1;
+        let meta = 3 * max_tokens + max_seqs * max_context + 4 * max_seqs + 1;
         self.scratch
             .borrow_mut()
             .ensure(
@@ -227,7 +227,7 @@ impl CausalLm for CudaDecoder {
         let gpu = &*self.gpu;
         gpu.context().bind_to_thread().map_err(CudaError::from)?;
         let mut meta = self.meta.borrow_mut();
-        meta.pack(batch, self.max_pos)?;
+        meta.pack(batch, self.max_pos, vocab)?;
         let meta = &*meta;
         let (n, r) = (meta.num_seqs, meta.num_rows);
         let attn_len = if meta.decode_only {
@@ -425,31 +425,16 @@ impl CausalLm for CudaDecoder {
         self.blas
             .linear_f32(gpu, dt, (r, vocab, h), &sc.last, head, &mut sc.logits)
             .map_err(cuda)?;
-        if batch.argmax_only {
-            // Greedy rows: only their ids cross to the host.
-            k.sampling
-                .argmax(
-                    gpu,
-                    r,
-                    vocab,
-                    &sc.logits.slice(..),
-                    &mut sc.ids.slice_mut(..),
-                )
-                .map_err(cuda)?;
-            let ids = stream
-                .clone_dtoh(&sc.ids.slice(..r))
-                .map_err(CudaError::from)?;
-            stream.synchronize().map_err(CudaError::from)?;
-            return Ok(Logits {
-                data: vec![],
-                vocab,
-                argmax: Some(ids),
-            });
-        }
-        let data = stream
-            .clone_dtoh(&sc.logits.slice(..r * vocab))
-            .map_err(CudaError::from)?;
+        let logits = answer::answer(
+            gpu,
+            &k.sampling,
+            batch,
+            r,
+            vocab,
+            meta.range(Section::Temperatures),
+            sc,
+        )?;
         stream.synchronize().map_err(CudaError::from)?;
-        Ok(Logits::full(data, vocab))
+        Ok(logits)
     }
 }

@@ -2,6 +2,7 @@
 //! start-up) and reused: a step allocates nothing once they are big enough.
 
 use inferd_kernels::cuda::cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use inferd_kernels::cuda::ops::sampling::MAX_TOP_K;
 use inferd_kernels::cuda::{CudaError, Gpu};
 
 /// Widths of one token's activations.
@@ -39,6 +40,11 @@ pub(super) struct Scratch {
     pub attn_scratch: CudaSlice<f32>,
     /// The argmax ids of the logit rows.
     pub ids: CudaSlice<u32>,
+    /// `top_k_lse` out: `[rows, MAX_TOP_K]` ids and logits, `[rows]` log-sum-exps.
+    pub cand_ids: CudaSlice<u32>,
+    pub cand_logits: CudaSlice<f32>,
+    pub lse: CudaSlice<f32>,
+    pub lse_t: CudaSlice<f32>,
 }
 
 /// Replaces `slot` by a zeroed buffer of at least `len` elements when it is smaller
@@ -71,6 +77,10 @@ impl Scratch {
             meta: s.alloc_zeros(1)?,
             attn_scratch: s.alloc_zeros(1)?,
             ids: s.alloc_zeros(1)?,
+            cand_ids: s.alloc_zeros(1)?,
+            cand_logits: s.alloc_zeros(1)?,
+            lse: s.alloc_zeros(1)?,
+            lse_t: s.alloc_zeros(1)?,
         })
     }
 
@@ -98,6 +108,10 @@ impl Scratch {
         grow(gpu, &mut self.meta, meta)?;
         grow(gpu, &mut self.attn_scratch, attn_scratch.max(1))?;
         grow(gpu, &mut self.ids, rows)?;
+        grow(gpu, &mut self.cand_ids, rows * MAX_TOP_K)?;
+        grow(gpu, &mut self.cand_logits, rows * MAX_TOP_K)?;
+        grow(gpu, &mut self.lse, rows)?;
+        grow(gpu, &mut self.lse_t, rows)?;
         Ok(())
     }
 }
