@@ -65,7 +65,11 @@ pub(crate) fn start_on_gpu(
         .with_context(ctx)?;
     let cache = loaded
         .model
-        .new_cache(cfg.num_blocks(), cfg.block_size())
+        .new_cache(
+            cfg.num_blocks(),
+            cfg.block_size(),
+            spec.placement.enforce_eager,
+        )
         .with_context(ctx)?;
     tracing::info!(
         model = %spec.id,

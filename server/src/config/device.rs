@@ -88,6 +88,9 @@ impl GpuMemoryUtilization {
 pub struct Placement {
     pub device: DeviceSpec,
     pub gpu_memory_utilization: GpuMemoryUtilization,
+    /// `enforce_eager` (default false): on a GPU, run every step eagerly instead of replaying
+    /// decode steps as CUDA graphs (to debug, or to compare).
+    pub enforce_eager: bool,
 }
 
 #[cfg(test)]

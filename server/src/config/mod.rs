@@ -32,6 +32,7 @@
 //! request_timeout_secs = 120       # default deadline (the x-inferd-deadline-ms header wins)
 //! device = "auto"                  # "cpu", "cuda", "cuda:N"; auto: a GPU when there is one
 //! gpu_memory_utilization = 0.9     # on a GPU: share of its memory inferd may fill
+//! enforce_eager = false            # on a GPU: no CUDA graphs of decode steps
 //! ```
 
 pub mod device;

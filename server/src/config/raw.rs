@@ -55,6 +55,7 @@ pub(super) struct RawModel {
     request_timeout_secs: Option<u64>,
     device: Option<String>,
     gpu_memory_utilization: Option<f64>,
+    enforce_eager: Option<bool>,
     /// `[[model.backend]]`: how `inferd gateway` serves this model.
     #[serde(default)]
     backend: Vec<RawBackend>,
@@ -332,7 +333,8 @@ fn limits(raw: &RawModel) -> Result<EngineLimits, Invalid> {
     })
 }
 
-/// `device` (default `auto`) and `gpu_memory_utilization` (default 0.9).
+/// `device` (default `auto`), `gpu_memory_utilization` (default 0.9) and `enforce_eager`
+/// (default false).
 fn placement(raw: &RawModel) -> Result<Placement, Invalid> {
     let device = match &raw.device {
         Some(text) => text
@@ -349,6 +351,7 @@ fn placement(raw: &RawModel) -> Result<Placement, Invalid> {
     Ok(Placement {
         device,
         gpu_memory_utilization,
+        enforce_eager: raw.enforce_eager.unwrap_or(false),
     })
 }
 

@@ -260,6 +260,11 @@ fn device_and_gpu_memory_utilization() {
         .models[0];
     assert_eq!(m.placement.device, DeviceSpec::Cuda(Some(1)));
     assert_eq!(m.placement.gpu_memory_utilization.get(), 0.5);
+    assert!(!m.placement.enforce_eager, "CUDA graphs by default");
+    let m = &parse(&one("enforce_eager = true")).unwrap().models[0];
+    assert!(m.placement.enforce_eager);
+    let e = err(&one("enforce_eager = 1"));
+    assert!(e.contains("enforce_eager"), "{e}");
     let e = err(&one("device = \"gpu\""));
     assert!(e.contains("model \"m\": invalid `device`"), "{e}");
     assert!(e.contains("\"cuda:N\""), "{e}");

@@ -7,6 +7,25 @@ use std::ops::Range;
 
 use super::{ForwardBatch, ModelError, RowNeed};
 
+/// Batch sizes whose decode steps run as captured CUDA graphs, for an engine of up to
+/// `max_seqs` sequences: powers of two to 8, then steps of 8 to 64, of 32 to 256, and
+/// `max_seqs` itself (a step is padded to the smallest that holds it).
+pub fn decode_buckets(max_seqs: usize) -> Vec<usize> {
+    let steps = [1, 2, 4]
+        .into_iter()
+        .chain((8..=64).step_by(8))
+        .chain((96..=256).step_by(32));
+    let mut b: Vec<usize> = steps.filter(|&b| b < max_seqs).collect();
+    b.push(max_seqs.clamp(1, 256));
+    b.dedup();
+    b
+}
+
+/// The smallest of `buckets` (ascending) holding `n` sequences.
+pub fn bucket_for(buckets: &[usize], n: usize) -> Option<usize> {
+    buckets.iter().copied().find(|&b| b >= n)
+}
+
 /// A section of [`StepMeta::data`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
@@ -111,6 +130,70 @@ impl StepMeta {
         Ok(())
     }
 
+    /// Packs a decode-only `batch` (every sequence one new token that wants logits, at most
+    /// `bucket` sequences, block tables of at most `width` entries) padded to exactly
+    /// `bucket` sequences and `width` entries per table, so that every section sits at an
+    /// offset fixed by `(bucket, width)`: the layout a captured CUDA graph reads. Padding
+    /// sequences have token 0 at position 0, slot `u32::MAX` (no cache write), an all-zero
+    /// table, context 0 (attention writes zeros) and their own row as logit row, at
+    /// temperature 1. `num_rows` is `bucket`; the batch's rows are the first ones. Answers
+    /// `false` (and packs nothing) for a batch that does not fit.
+    pub fn pack_padded(
+        &mut self,
+        batch: &ForwardBatch,
+        max_positions: usize,
+        vocab: usize,
+        bucket: usize,
+        width: usize,
+    ) -> Result<bool, ModelError> {
+        let n = batch.seqs.len();
+        let fits = n <= bucket
+            && batch
+                .seqs
+                .iter()
+                .all(|s| s.query_len == 1 && s.wants_logits && s.block_table.len() <= width);
+        if !fits || n == 0 {
+            return Ok(false);
+        }
+        self.pack(batch, max_positions, vocab)?;
+        let pad = bucket - n;
+        let d = &mut self.data;
+        d.clear();
+        let mut starts = [0usize; SECTIONS + 1];
+        d.extend_from_slice(&batch.token_ids);
+        d.extend(std::iter::repeat_n(0, pad));
+        starts[1] = d.len();
+        d.extend_from_slice(&batch.positions);
+        d.extend(std::iter::repeat_n(0, pad));
+        starts[2] = d.len();
+        d.extend_from_slice(&batch.slot_mapping);
+        d.extend(std::iter::repeat_n(u32::MAX, pad));
+        starts[3] = d.len();
+        for s in &batch.seqs {
+            d.extend_from_slice(&s.block_table);
+            d.extend(std::iter::repeat_n(0, width - s.block_table.len()));
+        }
+        d.extend(std::iter::repeat_n(0, pad * width));
+        starts[4] = d.len();
+        d.extend(batch.seqs.iter().map(|s| s.context_len as u32));
+        d.extend(std::iter::repeat_n(0, pad));
+        starts[5] = d.len();
+        d.extend(0..=n as u32);
+        d.extend(std::iter::repeat_n(n as u32, pad));
+        starts[6] = d.len();
+        d.extend(0..bucket as u32);
+        starts[7] = d.len();
+        d.extend((0..bucket).map(|r| match batch.need(r) {
+            RowNeed::Top { temperature, .. } if r < n => temperature.to_bits(),
+            _ => 1.0f32.to_bits(),
+        }));
+        starts[8] = d.len();
+        self.starts = starts;
+        (self.num_tokens, self.num_seqs, self.num_rows) = (bucket, bucket, bucket);
+        self.width = width;
+        Ok(true)
+    }
+
     /// Where `section` lies in [`StepMeta::data`].
     pub fn range(&self, section: Section) -> Range<usize> {
         let i = section as usize;
@@ -177,6 +260,84 @@ mod tests {
         b.push_seq(&[1, 20], 0, &[0], 4, true);
         let err = StepMeta::default().pack(&b, 64, 20).unwrap_err();
         assert!(err.to_string().contains("token id 20"), "{err}");
+    }
+
+    #[test]
+    fn decode_steps_pad_to_the_smallest_bucket() {
+        assert_eq!(decode_buckets(1), [1]);
+        assert_eq!(decode_buckets(6), [1, 2, 4, 6]);
+        assert_eq!(decode_buckets(64), [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]);
+        let big = decode_buckets(1000);
+        assert_eq!(&big[big.len() - 3..], [192, 224, 256]);
+        let b = decode_buckets(100);
+        assert_eq!(&b[b.len() - 2..], [96, 100]);
+        assert_eq!(bucket_for(&b, 1), Some(1));
+        assert_eq!(bucket_for(&b, 3), Some(4));
+        assert_eq!(bucket_for(&b, 97), Some(100));
+        assert_eq!(bucket_for(&b, 101), None, "larger steps run eagerly");
+    }
+
+    #[test]
+    fn a_padded_decode_step_sits_at_offsets_fixed_by_its_bucket() {
+        let mut b = ForwardBatch::default();
+        b.push_seq(&[7], 5, &[3, 1], 4, true);
+        b.push_seq(&[8], 2, &[6], 4, true);
+        b.needs = vec![
+            RowNeed::Argmax,
+            RowNeed::Top {
+                k: 5,
+                temperature: 0.5,
+                mass: 0.0,
+            },
+        ];
+        let mut m = StepMeta::default();
+        assert!(m.pack_padded(&b, 64, 20, 4, 3).unwrap());
+        let s = |m: &StepMeta, sec| m.data[m.range(sec)].to_vec();
+        assert_eq!(s(&m, Section::TokenIds), [7, 8, 0, 0]);
+        assert_eq!(s(&m, Section::Positions), [5, 2, 0, 0]);
+        assert_eq!(s(&m, Section::Slots), [5, 26, u32::MAX, u32::MAX]);
+        assert_eq!(
+            s(&m, Section::BlockTables),
+            [3, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(s(&m, Section::ContextLens), [6, 3, 0, 0]);
+        assert_eq!(s(&m, Section::QueryStart), [0, 1, 2, 2, 2]);
+        assert_eq!(s(&m, Section::LogitRows), [0, 1, 2, 3]);
+        let temps: Vec<f32> = s(&m, Section::Temperatures)
+            .into_iter()
+            .map(f32::from_bits)
+            .collect();
+        assert_eq!(temps, [1.0, 0.5, 1.0, 1.0]);
+        assert_eq!(
+            (m.num_tokens, m.num_seqs, m.num_rows, m.width),
+            (4, 4, 4, 3)
+        );
+        assert!(m.decode_only);
+        assert_eq!(m.max_context, 6);
+        // One sequence fewer: every section starts where it did.
+        let starts: Vec<_> = (0..SECTIONS).map(|i| m.starts[i]).collect();
+        let mut one = ForwardBatch::default();
+        one.push_seq(&[9], 0, &[2], 4, true);
+        assert!(m.pack_padded(&one, 64, 20, 4, 3).unwrap());
+        assert_eq!(
+            (0..SECTIONS).map(|i| m.starts[i]).collect::<Vec<_>>(),
+            starts
+        );
+        assert_eq!(m.data.len(), m.starts[SECTIONS]);
+        // What does not fit a bucket's graph: too many sequences, a prefill, a row that
+        // wants no logits, a table wider than the graph's.
+        assert!(!m.pack_padded(&b, 64, 20, 1, 3).unwrap());
+        let mut prefill = ForwardBatch::default();
+        prefill.push_seq(&[1, 2], 0, &[0], 4, true);
+        assert!(!m.pack_padded(&prefill, 64, 20, 4, 3).unwrap());
+        let mut quiet = ForwardBatch::default();
+        quiet.push_seq(&[1], 0, &[0], 4, false);
+        assert!(!m.pack_padded(&quiet, 64, 20, 4, 3).unwrap());
+        assert!(!m.pack_padded(&b, 64, 20, 4, 1).unwrap());
+        // Bad input is refused as by `pack`.
+        let mut bad = ForwardBatch::default();
+        bad.push_seq(&[25], 0, &[0], 4, true);
+        assert!(m.pack_padded(&bad, 64, 20, 4, 3).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! of `inferd_kernels::cuda::ops::attention`).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use inferd_kernels::cuda::cudarc::driver::CudaSlice;
@@ -12,6 +13,8 @@ use inferd_kernels::cuda::Gpu;
 use crate::model::{ModelError, ModelShape};
 
 pub struct CudaKvCache {
+    /// Unique per cache made in this process: what a captured CUDA graph was recorded on.
+    pub(super) id: u64,
     pub(super) shape: CacheShape,
     /// Written by the decoder inside `forward(&self, ..)`; the engine thread is the only
     /// user (the cache is `Send`, not `Sync`).
@@ -42,7 +45,9 @@ impl CudaKvCache {
             })
             .collect::<Result<Vec<_>, inferd_kernels::cuda::cudarc::driver::DriverError>>()
             .map_err(inferd_kernels::cuda::CudaError::from)?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape: cs,
             layers: RefCell::new(layers),
         })

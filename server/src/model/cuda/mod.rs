@@ -11,16 +11,19 @@
 //!
 //! The logit rows stay on the device; what crosses to the host is what each row's
 //! `RowNeed` reads (`answer`): argmax ids, top-k/top-p candidates, or full rows.
-//! Not yet here (docs/cuda.md, Status): CUDA graphs of decode steps.
+//! Decode steps that a batch-size bucket holds run as captured CUDA graphs (`graphs`) over
+//! the padded layout of `StepMeta::pack_padded`; prefill and mixed steps run eagerly.
 
 mod answer;
+mod graphs;
 mod kv;
 mod scratch;
 mod weights;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
+use inferd_kernels::cuda::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use inferd_kernels::cuda::cudarc::driver::CudaSlice;
 use inferd_kernels::cuda::ops::activation::ActivationKernels;
 use inferd_kernels::cuda::ops::attention::{AttentionKernels, PagedKv};
@@ -32,6 +35,7 @@ use inferd_kernels::cuda::ops::sampling::SamplingKernels;
 use inferd_kernels::cuda::{Blas, CudaError, Dtype, Gpu};
 use inferd_kernels::reference::rotary::{rotary_table, RotaryStyle};
 
+use graphs::DecodeGraphs;
 pub use kv::CudaKvCache;
 use scratch::Scratch;
 use weights::Weights;
@@ -72,6 +76,9 @@ pub struct CudaDecoder {
     max_pos: usize,
     scratch: RefCell<Scratch>,
     meta: RefCell<StepMeta>,
+    /// `(max_seqs, max_context)` of [`CudaDecoder::reserve`].
+    reserved: Cell<Option<(usize, usize)>>,
+    graphs: RefCell<DecodeGraphs>,
 }
 
 fn cuda(e: CudaError) -> ModelError {
@@ -133,6 +140,8 @@ impl CudaDecoder {
             max_pos,
             scratch: RefCell::new(scratch),
             meta: RefCell::new(StepMeta::default()),
+            reserved: Cell::new(None),
+            graphs: RefCell::new(DecodeGraphs::off("no KV cache yet")),
             gpu,
         })
     }
@@ -151,6 +160,8 @@ impl CudaDecoder {
         max_context: usize,
     ) -> Result<(), ModelError> {
         let attn_scratch = self.attention_len(max_seqs, max_context);
+        // A padded decode step has up to `max_seqs` tokens.
+        let max_tokens = max_tokens.max(max_seqs);
         // Block tables at their widest: one block per token (block size 1).
         let meta = 3 * max_tokens + max_seqs * max_context + 4 * max_seqs + 1;
         self.scratch
@@ -163,7 +174,9 @@ impl CudaDecoder {
                 meta,
                 attn_scratch,
             )
-            .map_err(cuda)
+            .map_err(cuda)?;
+        self.reserved.set(Some((max_seqs, max_context)));
+        Ok(())
     }
 
     fn attention_len(&self, seqs: usize, max_context: usize) -> usize {
@@ -183,8 +196,14 @@ impl CudaDecoder {
     }
 
     /// A zeroed paged KV cache on this decoder's GPU, after checking that the attention
-    /// kernels take `block_size`.
-    pub fn new_cache(&self, num_blocks: usize, block_size: usize) -> Result<KvCache, ModelError> {
+    /// kernels take `block_size`. Decode steps run as CUDA graphs on it unless `eager` (or
+    /// [`CudaDecoder::reserve`] was not called: the graphs' sizes come from it).
+    pub fn new_cache(
+        &self,
+        num_blocks: usize,
+        block_size: usize,
+        eager: bool,
+    ) -> Result<KvCache, ModelError> {
         let s = &self.shape;
         let attn = AttentionKernels::new(
             &self.gpu,
@@ -196,6 +215,11 @@ impl CudaDecoder {
         )
         .map_err(cuda)?;
         *self.attention.borrow_mut() = Some(attn);
+        *self.graphs.borrow_mut() = match (eager, self.reserved.get()) {
+            (true, _) => DecodeGraphs::off("enforce_eager"),
+            (false, None) => DecodeGraphs::off("no step reservation"),
+            (false, Some((seqs, context))) => DecodeGraphs::new(seqs, context, block_size),
+        };
         Ok(KvCache::Cuda(CudaKvCache::new(
             &self.gpu, s, num_blocks, block_size,
         )?))
@@ -226,24 +250,126 @@ impl CausalLm for CudaDecoder {
         };
         let gpu = &*self.gpu;
         gpu.context().bind_to_thread().map_err(CudaError::from)?;
+        let mut graphs = self.graphs.borrow_mut();
         let mut meta = self.meta.borrow_mut();
-        meta.pack(batch, self.max_pos, vocab)?;
+        // A decode step that a bucket holds is packed at the bucket's fixed layout.
+        let bucket = graphs.bucket(batch.seqs.len());
+        let padded = match bucket {
+            Some(b) => meta.pack_padded(batch, self.max_pos, vocab, b, graphs.width)?,
+            None => false,
+        };
+        if !padded {
+            meta.pack(batch, self.max_pos, vocab)?;
+        }
         let meta = &*meta;
-        let (n, r) = (meta.num_seqs, meta.num_rows);
+        let attn_context = if padded {
+            graphs.max_context
+        } else {
+            meta.max_context
+        };
         let attn_len = if meta.decode_only {
-            self.attention_len(n, meta.max_context)
+            self.attention_len(meta.num_seqs, attn_context)
         } else {
             0
         };
         let mut scratch = self.scratch.borrow_mut();
-        scratch
-            .ensure(gpu, &self.dims(), t, r, meta.data.len(), attn_len)
-            .map_err(cuda)?;
         let sc = &mut *scratch;
+        let moved = sc
+            .ensure(
+                gpu,
+                &self.dims(),
+                meta.num_tokens,
+                meta.num_rows,
+                meta.data.len(),
+                attn_len,
+            )
+            .map_err(cuda)?;
+        if moved {
+            graphs.clear();
+        }
         let stream = gpu.stream();
         stream
             .memcpy_htod(&meta.data, &mut sc.meta)
             .map_err(CudaError::from)?;
+        let step = Step {
+            kv,
+            attention,
+            meta,
+            attn_context,
+        };
+        match bucket.filter(|_| padded) {
+            Some(b) => match graphs.get(b, kv.id) {
+                Some(graph) => graph.launch().map_err(CudaError::from)?,
+                None => {
+                    // Run it (the step's answer, and its GEMM plans), then record it.
+                    self.launch(sc, &step)?;
+                    self.capture(&mut graphs, b, sc, &step);
+                }
+            },
+            None => self.launch(sc, &step)?,
+        }
+        let rows = batch.logit_rows().len();
+        if rows == 0 {
+            stream.synchronize().map_err(CudaError::from)?;
+            return Ok(Logits::full(vec![], vocab));
+        }
+        let logits = answer::answer(
+            gpu,
+            &self.kernels.sampling,
+            batch,
+            rows,
+            vocab,
+            meta.range(Section::Temperatures),
+            sc,
+        )?;
+        stream.synchronize().map_err(CudaError::from)?;
+        Ok(logits)
+    }
+}
+
+/// What one step's launches read besides the step buffers.
+struct Step<'a> {
+    kv: &'a CudaKvCache,
+    attention: &'a AttentionKernels,
+    meta: &'a StepMeta,
+    /// The context decode attention is sized for (its split-K partitions).
+    attn_context: usize,
+}
+
+impl CudaDecoder {
+    /// Records `step`'s launches as the graph of `bucket`; a failed capture turns graphs off
+    /// (the step itself already ran).
+    fn capture(&self, graphs: &mut DecodeGraphs, bucket: usize, sc: &mut Scratch, step: &Step) {
+        let stream = self.gpu.stream();
+        let mode = CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        if let Err(e) = stream.begin_capture(mode) {
+            return graphs.disable(format!("begin capture: {e}"));
+        }
+        let recorded = self.launch(sc, step);
+        let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+        match (recorded, graph) {
+            (Ok(()), Ok(Some(g))) => {
+                graphs.insert(bucket, step.kv.id, g);
+                tracing::debug!(
+                    bucket,
+                    graphs = graphs.captured(),
+                    "captured a decode graph"
+                );
+            }
+            (Err(e), _) => graphs.disable(format!("recording a step of {bucket}: {e}")),
+            (_, Err(e)) => graphs.disable(format!("instantiating a graph of {bucket}: {e}")),
+            (_, Ok(None)) => graphs.disable(format!("an empty graph for {bucket}")),
+        }
+    }
+
+    /// Enqueues a step's forward pass on the stream, from the uploaded meta to the f32
+    /// logits of its `meta.num_rows` rows in `sc.logits`: nothing that allocates, copies to
+    /// the host or synchronizes (it is what a graph records).
+    fn launch(&self, sc: &mut Scratch, step: &Step) -> Result<(), ModelError> {
+        let (kv, attention, meta) = (step.kv, step.attention, step.meta);
+        let gpu = &*self.gpu;
+        let vocab = self.shape.vocab_size;
+        let (t, n, r) = (meta.num_tokens, meta.num_seqs, meta.num_rows);
         let m = |sec: Section| sc.meta.slice(meta.range(sec));
         let d = self.dims();
         let (h, dt, k) = (d.hidden, self.dtype, &self.kernels);
@@ -327,7 +453,7 @@ impl CausalLm for CudaDecoder {
                     .decode(
                         gpu,
                         &paged,
-                        meta.max_context,
+                        step.attn_context,
                         &sc.q.slice(..),
                         self.scale,
                         &mut sc.attn_scratch.slice_mut(..),
@@ -394,8 +520,7 @@ impl CausalLm for CudaDecoder {
                 .map_err(cuda)?;
         }
         if r == 0 {
-            stream.synchronize().map_err(CudaError::from)?;
-            return Ok(Logits::full(vec![], vocab));
+            return Ok(());
         }
         // The rows that want logits: a gather over the flat batch (the embedding kernel with
         // the hidden states as its table), the final norm, the f32 output projection.
@@ -425,16 +550,6 @@ impl CausalLm for CudaDecoder {
         self.blas
             .linear_f32(gpu, dt, (r, vocab, h), &sc.last, head, &mut sc.logits)
             .map_err(cuda)?;
-        let logits = answer::answer(
-            gpu,
-            &k.sampling,
-            batch,
-            r,
-            vocab,
-            meta.range(Section::Temperatures),
-            sc,
-        )?;
-        stream.synchronize().map_err(CudaError::from)?;
-        Ok(logits)
+        Ok(())
     }
 }

@@ -48,14 +48,16 @@ pub(super) struct Scratch {
 }
 
 /// Replaces `slot` by a zeroed buffer of at least `len` elements when it is smaller
-/// (rounded up to a power of two, so that growing steps reallocate rarely).
+/// (rounded up to a power of two, so that growing steps reallocate rarely); sets `grew`.
 fn grow<T: DeviceRepr + ValidAsZeroBits>(
     gpu: &Gpu,
     slot: &mut CudaSlice<T>,
     len: usize,
+    grew: &mut bool,
 ) -> Result<(), CudaError> {
     if slot.len() < len {
         *slot = gpu.stream().alloc_zeros::<T>(len.next_power_of_two())?;
+        *grew = true;
     }
     Ok(())
 }
@@ -85,7 +87,8 @@ impl Scratch {
     }
 
     /// Makes every buffer big enough for `tokens` tokens, `rows` logit rows, a packed step
-    /// of `meta` words and `attn_scratch` split-K floats.
+    /// of `meta` words and `attn_scratch` split-K floats. Answers whether a buffer moved
+    /// (captured CUDA graphs read the old addresses).
     pub fn ensure(
         &mut self,
         gpu: &Gpu,
@@ -94,24 +97,25 @@ impl Scratch {
         rows: usize,
         meta: usize,
         attn_scratch: usize,
-    ) -> Result<(), CudaError> {
-        grow(gpu, &mut self.x, tokens * d.hidden)?;
-        grow(gpu, &mut self.h, tokens * d.hidden)?;
-        grow(gpu, &mut self.q, tokens * d.q)?;
-        grow(gpu, &mut self.k, tokens * d.kv)?;
-        grow(gpu, &mut self.v, tokens * d.kv)?;
-        grow(gpu, &mut self.attn, tokens * d.q)?;
-        grow(gpu, &mut self.gate_up, tokens * 2 * d.inter)?;
-        grow(gpu, &mut self.act, tokens * d.inter)?;
-        grow(gpu, &mut self.last, rows * d.hidden)?;
-        grow(gpu, &mut self.logits, rows * d.vocab)?;
-        grow(gpu, &mut self.meta, meta)?;
-        grow(gpu, &mut self.attn_scratch, attn_scratch.max(1))?;
-        grow(gpu, &mut self.ids, rows)?;
-        grow(gpu, &mut self.cand_ids, rows * MAX_TOP_K)?;
-        grow(gpu, &mut self.cand_logits, rows * MAX_TOP_K)?;
-        grow(gpu, &mut self.lse, rows)?;
-        grow(gpu, &mut self.lse_t, rows)?;
-        Ok(())
+    ) -> Result<bool, CudaError> {
+        let g = &mut false;
+        grow(gpu, &mut self.x, tokens * d.hidden, g)?;
+        grow(gpu, &mut self.h, tokens * d.hidden, g)?;
+        grow(gpu, &mut self.q, tokens * d.q, g)?;
+        grow(gpu, &mut self.k, tokens * d.kv, g)?;
+        grow(gpu, &mut self.v, tokens * d.kv, g)?;
+        grow(gpu, &mut self.attn, tokens * d.q, g)?;
+        grow(gpu, &mut self.gate_up, tokens * 2 * d.inter, g)?;
+        grow(gpu, &mut self.act, tokens * d.inter, g)?;
+        grow(gpu, &mut self.last, rows * d.hidden, g)?;
+        grow(gpu, &mut self.logits, rows * d.vocab, g)?;
+        grow(gpu, &mut self.meta, meta, g)?;
+        grow(gpu, &mut self.attn_scratch, attn_scratch.max(1), g)?;
+        grow(gpu, &mut self.ids, rows, g)?;
+        grow(gpu, &mut self.cand_ids, rows * MAX_TOP_K, g)?;
+        grow(gpu, &mut self.cand_logits, rows * MAX_TOP_K, g)?;
+        grow(gpu, &mut self.lse, rows, g)?;
+        grow(gpu, &mut self.lse_t, rows, g)?;
+        Ok(*g)
     }
 }
