@@ -107,13 +107,7 @@ impl CausalLm for FakeModel {
             let answer = match need {
                 RowNeed::Argmax => RowAnswer::Argmax(sampling::argmax(row)),
                 RowNeed::Top { k, temperature, .. } => {
-                    let t = sampling::top_k_lse(row, k, temperature);
-                    let c = Candidates {
-                        ids: t.ids,
-                        logits: t.logits,
-                        lse: t.lse,
-                        lse_t: t.lse_t,
-                    };
+                    let c = Candidates::from(sampling::top_k_lse(row, k, temperature));
                     if c.answer(need) {
                         RowAnswer::Top(c)
                     } else {

@@ -436,13 +436,7 @@ mod tests {
     }
 
     fn top(row: &[f32], k: usize, t: f32) -> Candidates {
-        let c = inferd_kernels::reference::sampling::top_k_lse(row, k, t);
-        Candidates {
-            ids: c.ids,
-            logits: c.logits,
-            lse: c.lse,
-            lse_t: c.lse_t,
-        }
+        inferd_kernels::reference::sampling::top_k_lse(row, k, t).into()
     }
 
     /// What each kind of request asks of a device: the least that samples exactly.

@@ -4,7 +4,7 @@
 //! greedy row, the best candidates of a top-k or top-p row ([`Candidates`]), the full row
 //! otherwise. The engine samples the same distribution from either.
 
-use inferd_kernels::reference::sampling::inv_temperature;
+use inferd_kernels::reference::sampling::{inv_temperature, TopK};
 
 /// The most candidates a [`RowNeed::Top`] asks for (the GPU's `top_k_lse` limit).
 pub const MAX_CANDIDATES: usize = 256;
@@ -37,6 +37,18 @@ pub struct Candidates {
     pub lse: f32,
     /// Log-sum-exp at the need's temperature.
     pub lse_t: f32,
+}
+
+impl From<TopK> for Candidates {
+    /// The candidates the kernels' CPU spec computes (what the GPU answers).
+    fn from(t: TopK) -> Self {
+        Self {
+            ids: t.ids,
+            logits: t.logits,
+            lse: t.lse,
+            lse_t: t.lse_t,
+        }
+    }
 }
 
 impl Candidates {
@@ -156,13 +168,7 @@ mod tests {
     use inferd_kernels::reference::sampling::top_k_lse;
 
     fn cands(row: &[f32], k: usize, t: f32) -> Candidates {
-        let c = top_k_lse(row, k, t);
-        Candidates {
-            ids: c.ids,
-            logits: c.logits,
-            lse: c.lse,
-            lse_t: c.lse_t,
-        }
+        top_k_lse(row, k, t).into()
     }
 
     #[test]
