@@ -67,7 +67,7 @@ __device__ __forceinline__ void hist_add(uint32_t* hist, uint32_t bin, bool acti
 
 }  // namespace
 
-extern "C" __global__ void argmax_f32(const float* __restrict__ logits, int vocab,
+extern "C" __global__ void __launch_bounds__(1024) argmax_f32(const float* __restrict__ logits, int vocab,
                                       uint32_t* __restrict__ out) {
     __shared__ unsigned long long scratch[32];
     const float* x = logits + (size_t)blockIdx.x * vocab;
@@ -77,7 +77,7 @@ extern "C" __global__ void argmax_f32(const float* __restrict__ logits, int voca
     if (threadIdx.x == 0) out[blockIdx.x] = vocab > 0 ? packed_id(best) : 0u;
 }
 
-extern "C" __global__ void log_softmax_f32(const float* __restrict__ logits,
+extern "C" __global__ void __launch_bounds__(1024) log_softmax_f32(const float* __restrict__ logits,
                                            float* __restrict__ out, int vocab) {
     __shared__ float scratch[32];
     const size_t base = (size_t)blockIdx.x * vocab;
@@ -96,7 +96,7 @@ extern "C" __global__ void log_softmax_f32(const float* __restrict__ logits,
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) out[base + i] = logits[base + i] - lse;
 }
 
-extern "C" __global__ void top_k_lse_f32(const float* __restrict__ logits, int vocab, int k,
+extern "C" __global__ void __launch_bounds__(1024) top_k_lse_f32(const float* __restrict__ logits, int vocab, int k,
                                          const float* __restrict__ temperatures,
                                          uint32_t* __restrict__ out_ids,
                                          float* __restrict__ out_logits,

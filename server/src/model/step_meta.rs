@@ -131,7 +131,8 @@ impl StepMeta {
     }
 
     /// Packs a decode-only `batch` (every sequence one new token that wants logits, at most
-    /// `bucket` sequences, block tables of at most `width` entries) padded to exactly
+    /// `bucket` sequences, contexts of at most `max_context` tokens, block tables of at most
+    /// `width` entries) padded to exactly
     /// `bucket` sequences and `width` entries per table, so that every section sits at an
     /// offset fixed by `(bucket, width)`: the layout a captured CUDA graph reads. Padding
     /// sequences have token 0 at position 0, slot `u32::MAX` (no cache write), an all-zero
@@ -144,14 +145,17 @@ impl StepMeta {
         max_positions: usize,
         vocab: usize,
         bucket: usize,
+        max_context: usize,
         width: usize,
     ) -> Result<bool, ModelError> {
         let n = batch.seqs.len();
         let fits = n <= bucket
-            && batch
-                .seqs
-                .iter()
-                .all(|s| s.query_len == 1 && s.wants_logits && s.block_table.len() <= width);
+            && batch.seqs.iter().all(|s| {
+                s.query_len == 1
+                    && s.wants_logits
+                    && s.context_len <= max_context
+                    && s.block_table.len() <= width
+            });
         if !fits || n == 0 {
             return Ok(false);
         }
@@ -291,7 +295,7 @@ mod tests {
             },
         ];
         let mut m = StepMeta::default();
-        assert!(m.pack_padded(&b, 64, 20, 4, 3).unwrap());
+        assert!(m.pack_padded(&b, 64, 20, 4, 12, 3).unwrap());
         let s = |m: &StepMeta, sec| m.data[m.range(sec)].to_vec();
         assert_eq!(s(&m, Section::TokenIds), [7, 8, 0, 0]);
         assert_eq!(s(&m, Section::Positions), [5, 2, 0, 0]);
@@ -318,26 +322,30 @@ mod tests {
         let starts: Vec<_> = (0..SECTIONS).map(|i| m.starts[i]).collect();
         let mut one = ForwardBatch::default();
         one.push_seq(&[9], 0, &[2], 4, true);
-        assert!(m.pack_padded(&one, 64, 20, 4, 3).unwrap());
+        assert!(m.pack_padded(&one, 64, 20, 4, 12, 3).unwrap());
         assert_eq!(
             (0..SECTIONS).map(|i| m.starts[i]).collect::<Vec<_>>(),
             starts
         );
         assert_eq!(m.data.len(), m.starts[SECTIONS]);
         // What does not fit a bucket's graph: too many sequences, a prefill, a row that
-        // wants no logits, a table wider than the graph's.
-        assert!(!m.pack_padded(&b, 64, 20, 1, 3).unwrap());
+        // wants no logits, a table wider than the graph's, a context longer than its.
+        assert!(!m.pack_padded(&b, 64, 20, 1, 12, 3).unwrap());
         let mut prefill = ForwardBatch::default();
         prefill.push_seq(&[1, 2], 0, &[0], 4, true);
-        assert!(!m.pack_padded(&prefill, 64, 20, 4, 3).unwrap());
+        assert!(!m.pack_padded(&prefill, 64, 20, 4, 12, 3).unwrap());
         let mut quiet = ForwardBatch::default();
         quiet.push_seq(&[1], 0, &[0], 4, false);
-        assert!(!m.pack_padded(&quiet, 64, 20, 4, 3).unwrap());
-        assert!(!m.pack_padded(&b, 64, 20, 4, 1).unwrap());
+        assert!(!m.pack_padded(&quiet, 64, 20, 4, 12, 3).unwrap());
+        assert!(!m.pack_padded(&b, 64, 20, 4, 12, 1).unwrap());
+        assert!(
+            !m.pack_padded(&b, 64, 20, 4, 5, 3).unwrap(),
+            "a context past the graphs'"
+        );
         // Bad input is refused as by `pack`.
         let mut bad = ForwardBatch::default();
         bad.push_seq(&[25], 0, &[0], 4, true);
-        assert!(m.pack_padded(&bad, 64, 20, 4, 3).is_err());
+        assert!(m.pack_padded(&bad, 64, 20, 4, 12, 3).is_err());
     }
 
     #[test]

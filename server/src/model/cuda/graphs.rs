@@ -14,6 +14,11 @@ use inferd_kernels::cuda::cudarc::driver::CudaGraph;
 
 use crate::model::step_meta::{bucket_for, decode_buckets};
 
+/// The longest context a decode graph serves (vLLM's `max_seq_len_to_capture`): a graph's
+/// attention launch is sized for it (split-K partitions, table width, whatever the step's
+/// real contexts), so longer steps run eagerly rather than make every replay pay for them.
+pub(super) const MAX_GRAPH_CONTEXT: usize = 8192;
+
 /// A captured graph. Only the engine thread that owns the decoder touches it.
 struct Graph(CudaGraph);
 
@@ -26,7 +31,8 @@ pub(super) struct DecodeGraphs {
     buckets: Vec<usize>,
     /// Block-table entries of every graph (`max_context / block_size`, rounded up).
     pub width: usize,
-    /// The context every graph's attention launch is sized for (its split-K partitions).
+    /// The context every graph's attention launch is sized for (its split-K partitions;
+    /// at most [`MAX_GRAPH_CONTEXT`]): longer steps run eagerly.
     pub max_context: usize,
     captured: HashMap<usize, Graph>,
     /// The KV cache the captured graphs write ([`super::CudaKvCache::id`]).
@@ -48,6 +54,7 @@ impl DecodeGraphs {
     }
 
     pub fn new(max_seqs: usize, max_context: usize, block_size: usize) -> Self {
+        let max_context = max_context.clamp(1, MAX_GRAPH_CONTEXT);
         Self {
             buckets: decode_buckets(max_seqs),
             width: max_context.div_ceil(block_size.max(1)).max(1),

@@ -255,7 +255,10 @@ impl CausalLm for CudaDecoder {
         // A decode step that a bucket holds is packed at the bucket's fixed layout.
         let bucket = graphs.bucket(batch.seqs.len());
         let padded = match bucket {
-            Some(b) => meta.pack_padded(batch, self.max_pos, vocab, b, graphs.width)?,
+            Some(b) => {
+                let (context, width) = (graphs.max_context, graphs.width);
+                meta.pack_padded(batch, self.max_pos, vocab, b, context, width)?
+            }
             None => false,
         };
         if !padded {
